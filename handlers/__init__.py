@@ -1,0 +1,1 @@
+"""Tornado request handlers: thin adapters from HTTP to services."""

@@ -1,0 +1,1 @@
+"""Domain services: the only code that talks to MongoDB or the upstream."""
