@@ -1,0 +1,222 @@
+"""Base handlers: `ApiHandler` (API keys, JSON errors) and `PageHandler` (cookies, XSRF, pages).
+
+This module is the one place where domain errors become HTTP responses.
+"""
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from urllib.parse import urlencode, urlparse
+
+import orjson
+import tornado.web
+from markupsafe import Markup
+
+from services.errors import GatewayError, InvalidRequest, NotFound, RequestTooLarge
+from services.keys import Principal
+
+log = logging.getLogger("cheaplm")
+
+_STATUS_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "insufficient_credits",
+                 403: "permission_error", 404: "not_found_error", 405: "invalid_request_error",
+                 413: "request_too_large", 429: "rate_limit_error", 529: "overloaded_error"}
+
+
+def error_type_for(status: int) -> str:
+    return _STATUS_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+
+
+class BaseHandler(tornado.web.RequestHandler):
+    """Shared plumbing: services, request id, logging that never prints secrets."""
+
+    @property
+    def services(self):
+        return self.application.settings["services"]
+
+    @property
+    def request_id(self) -> str:
+        rid = getattr(self, "_request_id", None)
+        if rid is None:
+            rid = self._request_id = "req_" + secrets.token_hex(12)
+        return rid
+
+    def log_exception(self, typ, value, tb) -> None:
+        # Tornado's default prints repr(self.request), headers included: that would log API
+        # keys and cookies. Domain errors are expected outcomes, not worth a traceback.
+        if isinstance(value, (GatewayError, tornado.web.HTTPError)):
+            return
+        log.error("unexpected error in %s %s (%s)", self.request.method, self.request.path,
+                  self.request_id, exc_info=(typ, value, tb))
+
+    def gateway_error(self, exc_info) -> GatewayError:
+        """The GatewayError to render for an exception Tornado caught."""
+        exc = exc_info[1] if exc_info else None
+        if isinstance(exc, GatewayError):
+            return exc
+        if isinstance(exc, tornado.web.HTTPError) and exc.status_code < 500:
+            return GatewayError(exc.log_message or self._reason, status=exc.status_code,
+                                error_type=error_type_for(exc.status_code))
+        return GatewayError(f"Internal server error (request id {self.request_id}).", status=500,
+                            error_type="api_error")
+
+
+class ApiHandler(BaseHandler):
+    """JSON API: authenticated by API key only, errors in the documented shape, CORS open."""
+
+    error_flavor = "anthropic"  # "openai" adds error.code and error.param
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Access-Control-Allow-Origin", "*")
+        self.set_header("Access-Control-Expose-Headers",
+                        "request-id, retry-after, x-cheaplm-credits-used, x-cheaplm-credits-remaining, "
+                        "x-cheaplm-dropped-params")
+
+    def check_xsrf_cookie(self) -> None:
+        """API routes authenticate with keys, never cookies, so XSRF does not apply."""
+
+    def prepare(self) -> None:
+        limit = self.services.settings.max_body_bytes
+        if len(self.request.body) > limit:
+            raise RequestTooLarge(f"The request body is {len(self.request.body)} bytes; the limit is "
+                                  f"{limit} bytes ({self.services.settings.max_body_mb:g} MB).")
+
+    def options(self, *args) -> None:
+        """CORS preflight."""
+        self.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+        self.set_header("Access-Control-Allow-Headers",
+                        self.request.headers.get("Access-Control-Request-Headers", "*"))
+        self.set_header("Access-Control-Max-Age", "86400")
+        self.set_status(204)
+        self.finish()
+
+    def api_key(self) -> str | None:
+        key = self.request.headers.get("x-api-key")
+        if key:
+            return key.strip()
+        auth = self.request.headers.get("Authorization", "")
+        if auth[:7].lower() == "bearer ":
+            return auth[7:].strip() or None
+        return None
+
+    async def authenticate(self) -> Principal:
+        """The caller's Principal; raises AuthenticationFailed / PermissionDenied."""
+        return await self.services.keys.authenticate(self.api_key())
+
+    def json_body(self) -> dict:
+        """The request body as a JSON object; raises InvalidRequest."""
+        try:
+            body = orjson.loads(self.request.body or b"{}")
+        except orjson.JSONDecodeError as exc:
+            raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise InvalidRequest("The request body must be a JSON object.")
+        return body
+
+    def write_json(self, obj, status: int = 200) -> None:
+        """Finish with `obj` as JSON (ObjectIds as strings, datetimes as RFC 3339)."""
+        self.set_status(status)
+        self.finish(orjson.dumps(obj, default=str))
+
+    def error_body(self, err: GatewayError) -> dict:
+        error = {"type": err.error_type, "message": err.message}
+        if self.error_flavor == "openai":
+            error.update(code=err.code, param=err.param)
+        return {"type": "error", "error": error}
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        err = self.gateway_error(kwargs.get("exc_info"))
+        self.set_status(err.status)
+        self.set_header("Content-Type", "application/json")
+        self.set_header("request-id", self.request_id)
+        for name, value in err.headers.items():
+            self.set_header(name, value)
+        self.finish(orjson.dumps(self.error_body(err)))
+
+
+class NotFoundApiHandler(ApiHandler):
+    """Unknown API path: documented JSON 404."""
+
+    def prepare(self) -> None:
+        raise NotFound(f"Unknown endpoint: {self.request.method} {self.request.path}")
+
+
+def safe_next(target: str | None, default: str = "/dashboard") -> str:
+    """A post-login redirect target restricted to local paths (no //host or scheme)."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return default
+    parsed = urlparse(target)
+    if parsed.scheme or parsed.netloc:
+        return default
+    return target
+
+
+class PageHandler(BaseHandler):
+    """Server-rendered pages: signed session cookie, XSRF on every form, Jinja templates."""
+
+    SESSION_COOKIE = "cheaplm_session"
+    SESSION_DAYS = 14
+
+    async def prepare(self) -> None:
+        self._user = None
+        raw = self.get_signed_cookie(self.SESSION_COOKIE, max_age_days=self.SESSION_DAYS)
+        if raw:
+            try:
+                self._user = await self.services.users.get(raw.decode())
+            except GatewayError:
+                self._user = None
+            if self._user is not None and self._user.get("frozen"):
+                self._user = None
+
+    def get_current_user(self):
+        return getattr(self, "_user", None)
+
+    def login(self, user: dict) -> None:
+        self.set_signed_cookie(self.SESSION_COOKIE, str(user["_id"]), expires_days=self.SESSION_DAYS,
+                               httponly=True, samesite="Lax", secure=self.request.protocol == "https")
+
+    def logout(self) -> None:
+        self.clear_cookie(self.SESSION_COOKIE)
+
+    def require_user(self) -> dict | None:
+        """The signed-in user, or None after redirecting to /login?next=…"""
+        if self.current_user is None:
+            self.redirect("/login?" + urlencode({"next": self.request.uri}))
+            return None
+        return self.current_user
+
+    def base_url(self) -> str:
+        configured = self.services.settings.public_base_url
+        return configured.rstrip("/") if configured else f"{self.request.protocol}://{self.request.host}"
+
+    def render_page(self, template: str, status: int = 200, **context) -> None:
+        env = self.application.settings["jinja_env"]
+        ctx = {"current_user": self.current_user, "request": self.request, "base_url": self.base_url(),
+               "xsrf_form_html": Markup(self.xsrf_form_html()), "static_url": self.static_url,
+               "flash": self.get_argument("flash", None), "now": time.time()}
+        ctx.update(context)
+        self.set_status(status)
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(env.get_template(template).render(**ctx))
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        err = self.gateway_error(kwargs.get("exc_info"))
+        if status_code == 403 and "_xsrf" in str(kwargs.get("exc_info", ("", ""))[1]):
+            message = "Your form expired or was sent from another site. Reload the page and try again."
+        else:
+            message = err.message
+        try:
+            self.render_page("error.html", status=err.status, status_code=err.status, message=message)
+        except Exception:  # the error page itself failed: plain text, never a traceback
+            log.exception("error page failed (%s)", self.request_id)
+            self.set_header("Content-Type", "text/plain; charset=utf-8")
+            self.finish(f"{err.status}: {message}")
+
+
+class NotFoundPageHandler(PageHandler):
+    """Unknown page: the site's 404 page."""
+
+    async def prepare(self) -> None:
+        await super().prepare()
+        raise NotFound("This page does not exist.")

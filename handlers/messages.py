@@ -1,0 +1,38 @@
+"""Anthropic Messages API: /v1/messages (billed passthrough) and /v1/messages/count_tokens."""
+from __future__ import annotations
+
+from handlers.base import ApiHandler
+from handlers.relay import AnthropicPassthrough, RelayHandler
+from services.messages import prepare_count_tokens, prepare_messages
+
+
+class MessagesApiHandler(RelayHandler):
+    endpoint = "messages"
+
+    async def post(self) -> None:
+        principal = await self.authenticate()
+        req = prepare_messages(self.request.body, self.services.catalog)
+        self.services.keys.check_model(principal, req.model)
+        await self.relay(principal, req.model, body=req.body, stream=req.stream, max_tokens=req.max_tokens,
+                         est_input_tokens=req.est_input_tokens, adapter=AnthropicPassthrough(),
+                         query=self.request.query)
+
+
+class CountTokensApiHandler(ApiHandler):
+    """Forwarded to the upstream, not billed; a failure is an error, never a zero count."""
+
+    async def post(self) -> None:
+        await self.authenticate()
+        body = prepare_count_tokens(self.request.body, self.services.catalog)
+        status, headers, raw = await self.services.upstream.call(
+            "/v1/messages/count_tokens", body, self.request.headers, query=self.request.query)
+        for name, value in headers.items():
+            self.set_header(name, value)
+        self.finish(raw)
+
+
+_V = r"/(?:api/)?(?:v1/){0,2}"
+routes = [
+    (_V + r"messages/?", MessagesApiHandler),
+    (_V + r"messages/count_tokens/?", CountTokensApiHandler),
+]

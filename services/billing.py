@@ -1,0 +1,243 @@
+"""Credits: holds before the upstream call, exact settlement after, and the ledger.
+
+Every balance change is one conditional `find_one_and_update` on the user document
+(no multi-document transactions). A user document carries
+    balance  — micro-credits available to new requests
+    held     — micro-credits reserved by requests in flight
+    holds    — [{id, amount, at}] one entry per request in flight
+so "credits" as the user sees them are balance + held. Placing a hold moves micro-credits
+from balance to held and pushes the entry; settling pulls the entry (the `holds.id` match
+makes settlement idempotent) and moves hold − cost back to balance, in the same update.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+
+from services.catalog import Model
+from services.db import AFTER
+from services.errors import Conflict, InsufficientCredits, InvalidRequest, NotFound, PermissionDenied
+from services.keys import Principal
+from services.money import cost_micro, fmt_credits, to_micro
+from services.usage import UsageService
+from services.users import as_object_id, utcnow
+
+log = logging.getLogger(__name__)
+
+LOW_BALANCE = "Insufficient balance. Please top up your account."
+
+
+@dataclass
+class Usage:
+    """Token counts reported by the upstream (latest value of each counter, never summed)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+
+    @property
+    def total(self) -> int:
+        return (self.input_tokens + self.output_tokens + self.cache_creation_input_tokens
+                + self.cache_read_input_tokens)
+
+    def update(self, counters: dict | None) -> None:
+        """Take every integer counter present in an Anthropic `usage` object."""
+        if not counters:
+            return
+        for name in ("input_tokens", "output_tokens", "cache_creation_input_tokens",
+                     "cache_read_input_tokens"):
+            value = counters.get(name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                setattr(self, name, value)
+
+    def as_dict(self) -> dict:
+        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+                "cache_creation_input_tokens": self.cache_creation_input_tokens,
+                "cache_read_input_tokens": self.cache_read_input_tokens}
+
+
+@dataclass
+class Hold:
+    """A reservation placed for one request; settled exactly once."""
+
+    request_id: str
+    principal: Principal
+    model: Model
+    amount: int
+    started: float
+    key_capped: bool = False
+    settled: bool = False
+
+
+@dataclass
+class Receipt:
+    """What a settlement charged."""
+
+    cost: int
+    balance: int  # credits left (balance + held) right after settlement
+
+
+@dataclass
+class BillingService:
+    """Holds, settlements, manual adjustments and the ledger."""
+
+    db: object
+    usage: UsageService
+
+    @staticmethod
+    def hold_amount(model: Model, est_input_tokens: int, max_tokens: int) -> int:
+        """Worst-case cost of a request: estimated input plus every allowed output token."""
+        return cost_micro(min(est_input_tokens, model.max_input) + max_tokens, model.price_per_1k_micro)
+
+    async def hold(self, principal: Principal, model: Model, *, request_id: str,
+                   est_input_tokens: int, max_tokens: int, started: float) -> Hold:
+        """Reserve the request's worst-case cost, atomically, only if the balance covers it.
+
+        Raises PermissionDenied (balance ≤ 0, frozen user) or InsufficientCredits (balance
+        positive but below the hold, or the key's credit cap reached).
+        """
+        amount = self.hold_amount(model, est_input_tokens, max_tokens)
+        hold = Hold(request_id, principal, model, amount, started)
+        if principal.credit_cap is not None:
+            key = await self.db.api_keys.find_one_and_update(
+                {"_id": principal.key_id, "cap_left": {"$gte": amount}}, {"$inc": {"cap_left": -amount}})
+            if key is None:
+                raise InsufficientCredits(
+                    f"This API key's credit cap ({fmt_credits(principal.credit_cap)} credits) does not "
+                    f"cover this request's hold of {fmt_credits(amount)} credits. Raise the key's cap "
+                    f"or lower max_tokens.", code="key_credit_cap")
+            hold.key_capped = True
+        entry = {"id": request_id, "amount": amount, "at": utcnow()}
+        user = await self.db.users.find_one_and_update(
+            {"_id": principal.user_id, "frozen": {"$ne": True}, "balance": {"$gte": amount}},
+            {"$inc": {"balance": -amount, "held": amount}, "$push": {"holds": entry}},
+            projection={"_id": 1})
+        if user is None:
+            if hold.key_capped:
+                await self.db.api_keys.update_one({"_id": principal.key_id}, {"$inc": {"cap_left": amount}})
+            await self._refuse(principal, amount)
+        return hold
+
+    async def _refuse(self, principal: Principal, amount: int):
+        user = await self.db.users.find_one({"_id": principal.user_id}, {"balance": 1, "frozen": 1})
+        if user is None or user.get("frozen"):
+            raise PermissionDenied("This account is frozen.")
+        if user["balance"] <= 0:
+            raise PermissionDenied(LOW_BALANCE)
+        raise InsufficientCredits(
+            f"Insufficient credits: this request needs a hold of {fmt_credits(amount)} credits "
+            f"(estimated input plus max_tokens) but the balance is {fmt_credits(user['balance'])} "
+            f"credits. Lower max_tokens or top up your account.", code="insufficient_credits")
+
+    async def settle(self, hold: Hold, usage: Usage, *, record: dict) -> Receipt:
+        """Release the hold and debit the actual cost in one update, then write the usage
+        record and (for a non-zero cost) a ledger entry. Exactly once per hold: a second call
+        returns the first receipt's cost with no further effect.
+
+        `record` supplies the usage record's descriptive fields (endpoint, stream, status,
+        latency_ms, upstream_request_id, error…).
+        """
+        if hold.settled:
+            return Receipt(0, 0)
+        hold.settled = True
+        p, cost = hold.principal, cost_micro(usage.total, hold.model.price_per_1k_micro)
+        user = await self.db.users.find_one_and_update(
+            {"_id": p.user_id, "holds.id": hold.request_id},
+            {"$inc": {"balance": hold.amount - cost, "held": -hold.amount},
+             "$pull": {"holds": {"id": hold.request_id}}},
+            projection={"balance": 1, "held": 1}, return_document=AFTER)
+        if user is None:
+            # The hold was released by start-up recovery while this request ran (another
+            # process restarted): the tokens were still used, so debit them directly.
+            user = await self.db.users.find_one_and_update(
+                {"_id": p.user_id}, {"$inc": {"balance": -cost}},
+                projection={"balance": 1, "held": 1}, return_document=AFTER)
+        if hold.key_capped:
+            await self.db.api_keys.update_one({"_id": p.key_id}, {"$inc": {"cap_left": hold.amount - cost}})
+        if cost > hold.amount:
+            log.warning("request %s cost %d µcr, above its hold of %d", hold.request_id, cost, hold.amount)
+        now = utcnow()
+        credits_left = user["balance"] + user["held"] if user else 0
+        await self.usage.record({
+            "request_id": hold.request_id, "user_id": p.user_id, "key_id": p.key_id,
+            "key_name": p.key_name, "model": hold.model.id, **usage.as_dict(),
+            "total_tokens": usage.total, "credits": cost, "hold": hold.amount,
+            "created_at": now, **record})
+        if cost:
+            await self.db.ledger.insert_one({
+                "user_id": p.user_id, "kind": "usage", "amount": -cost, "balance_after": credits_left,
+                "request_id": hold.request_id, "note": f"{hold.model.id} · {usage.total} tokens",
+                "created_at": now})
+        return Receipt(cost, credits_left)
+
+    async def adjust(self, user_id, amount_credits, *, kind: str = "adjustment", note: str = "",
+                     ref: str | None = None) -> int:
+        """Add (or, negative, remove) credits; returns the new credits (micro). Atomic.
+
+        Raises InvalidRequest for a non-numeric amount, Conflict if a removal would take the
+        available balance below zero, NotFound for an unknown user.
+        """
+        try:
+            amount = to_micro(amount_credits)
+        except (ValueError, TypeError):
+            raise InvalidRequest("amount must be a number of credits.", param="amount") from None
+        if amount == 0:
+            raise InvalidRequest("amount must not be zero.", param="amount")
+        query: dict = {"_id": as_object_id(user_id)}
+        if amount < 0:
+            query["balance"] = {"$gte": -amount}
+        user = await self.db.users.find_one_and_update(
+            query, {"$inc": {"balance": amount}}, projection={"balance": 1, "held": 1}, return_document=AFTER)
+        if user is None:
+            if not await self.db.users.find_one({"_id": as_object_id(user_id)}, {"_id": 1}):
+                raise NotFound("No such user.")
+            raise Conflict("Removing that many credits would make the balance negative.", param="amount")
+        credits = user["balance"] + user["held"]
+        await self.db.ledger.insert_one({"user_id": as_object_id(user_id), "kind": kind, "amount": amount,
+                                         "balance_after": credits, "note": note, "ref": ref,
+                                         "created_at": utcnow()})
+        return credits
+
+    async def credits(self, user_id) -> int:
+        """The user's credits (balance + held), in micro-credits."""
+        user = await self.db.users.find_one({"_id": as_object_id(user_id)}, {"balance": 1, "held": 1})
+        if user is None:
+            raise NotFound("No such user.")
+        return user["balance"] + user["held"]
+
+    async def ledger(self, user_id, *, limit: int = 50, skip: int = 0) -> list[dict]:
+        return await self.db.ledger.find({"user_id": as_object_id(user_id)}, {"_id": 0}).sort(
+            "created_at", -1).skip(skip).limit(limit).to_list(limit)
+
+    async def release_stale_holds(self, *, older_than: dt.datetime) -> int:
+        """Release holds placed before `older_than` (their process died before settling) and
+        write an `abandoned` usage record for each. Returns how many were released."""
+        released = 0
+        async for user in self._users_with_holds():
+            for entry in user.get("holds", []):
+                at = entry.get("at")
+                if at is not None and at.tzinfo is None:
+                    at = at.replace(tzinfo=dt.timezone.utc)
+                if at is not None and at >= older_than:
+                    continue
+                done = await self.db.users.find_one_and_update(
+                    {"_id": user["_id"], "holds.id": entry["id"]},
+                    {"$inc": {"balance": entry["amount"], "held": -entry["amount"]},
+                     "$pull": {"holds": {"id": entry["id"]}}})
+                if done is None:
+                    continue
+                released += 1
+                await self.db.usage.insert_one({
+                    "request_id": entry["id"], "user_id": user["_id"], "key_id": None, "model": None,
+                    "status": "abandoned", "credits": 0, "hold": entry["amount"], "total_tokens": 0,
+                    "error": "The gateway stopped before this request settled; its hold was released.",
+                    "created_at": utcnow(), "day": utcnow().strftime("%Y-%m-%d")})
+        if released:
+            log.warning("released %d stale credit holds", released)
+        return released
+
+    async def _users_with_holds(self):
+        for user in await self.db.users.find({"holds.0": {"$exists": True}}, {"holds": 1}).to_list(None):
+            yield user

@@ -1,0 +1,117 @@
+"""Settings: every knob declared once, read from the environment in one place."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from urllib.parse import urlparse
+
+
+class ConfigError(Exception):
+    """Configuration that cannot work; start-up stops with this one-line message."""
+
+
+def _setting(default, help: str, *, env: str | None = None):
+    return field(default=default, metadata={"help": help, "env": env})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Gateway configuration. `Settings.from_env()` is the only reader of os.environ."""
+
+    port: int = _setting(8000, "HTTP port to listen on.")
+    host: str = _setting("0.0.0.0", "Address to bind.")
+    mongodb_uri: str = _setting("memory://", "`memory://` (or unset): embedded in-process store, "
+                                "not persisted. `mongodb://…`: a real MongoDB.")
+    mongodb_db: str = _setting("cheaplm", "Database name.")
+    upstream_base_url: str = _setting("https://api.anthropic.com", "Anthropic-compatible upstream "
+                                      "(seeds the default upstream record on first start).")
+    upstream_api_key: str = _setting("", "Key sent upstream as x-api-key.")
+    cookie_secret: str = _setting("", "Secret that signs session cookies. Required unless the "
+                                  "store is memory://, where a random one is generated.")
+    admin_username: str = _setting("", "Create this admin user at start if absent.")
+    admin_password: str = _setting("", "Password for ADMIN_USERNAME.")
+    admin_api_token: str = _setting("", "Bearer token for /admin/api/…; empty disables that API.")
+    public_base_url: str = _setting("", "Base URL shown in docs snippets; default: from the request.")
+    signup_credits: float = _setting(0.0, "Credits granted to each new self-signed-up user.")
+    upstream_timeout: float = _setting(600.0, "Seconds an upstream call may take in total before "
+                                       "it is abandoned (SDKs wait 600 s).")
+    upstream_idle_timeout: float = _setting(300.0, "Seconds of upstream silence (no bytes) before "
+                                            "the call is treated as failed.")
+    upstream_connect_timeout: float = _setting(10.0, "Seconds to connect to the upstream.")
+    keepalive_interval: float = _setting(15.0, "Seconds of stream silence before the gateway "
+                                         "sends a keep-alive (ping event / SSE comment).")
+    max_body_mb: float = _setting(32.0, "Largest request body accepted, in MB (413 above).")
+    key_cache_seconds: float = _setting(1.0, "How long a key lookup is cached in-process; a freeze "
+                                        "made in another process takes effect within this time.")
+    hold_stale_seconds: float = _setting(3600.0, "Holds older than this are released at start-up "
+                                         "(their request crashed). memory:// releases all.")
+    log_level: str = _setting("INFO", "Python logging level.")
+    debug: bool = _setting(False, "Tornado debug mode (autoreload, tracebacks). Never in production.")
+
+    @property
+    def embedded(self) -> bool:
+        return self.mongodb_uri.startswith("memory://")
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * 1024 * 1024)
+
+    @classmethod
+    def fields(cls) -> list[dataclasses.Field]:
+        return list(dataclasses.fields(cls))
+
+    @classmethod
+    def env_name(cls, f: dataclasses.Field) -> str:
+        return f.metadata.get("env") or f.name.upper()
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> "Settings":
+        """Build settings from environment variables (NAME = field name upper-cased).
+
+        Raises ConfigError with a one-line explanation for values that cannot work.
+        """
+        environ = os.environ if environ is None else environ
+        values: dict = {}
+        for f in cls.fields():
+            raw = environ.get(cls.env_name(f))
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(f, raw)
+        values.update(overrides)
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Raise ConfigError if this configuration cannot start."""
+        if not self.mongodb_uri.startswith(("memory://", "mongodb://", "mongodb+srv://")):
+            raise ConfigError(f"MONGODB_URI must be memory:// or mongodb://…, got {self.mongodb_uri!r}")
+        if not self.embedded:
+            parsed = urlparse(self.mongodb_uri)
+            if not parsed.hostname:
+                raise ConfigError(f"MONGODB_URI has no host: {self.mongodb_uri!r}")
+            if len(self.cookie_secret) < 16:
+                raise ConfigError("COOKIE_SECRET (16+ characters) is required with a real MongoDB")
+        up = urlparse(self.upstream_base_url)
+        if up.scheme not in ("http", "https") or not up.hostname:
+            raise ConfigError(f"UPSTREAM_BASE_URL must be an http(s) URL, got {self.upstream_base_url!r}")
+        if bool(self.admin_username) != bool(self.admin_password):
+            raise ConfigError("ADMIN_USERNAME and ADMIN_PASSWORD must be set together")
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"PORT out of range: {self.port}")
+
+
+def _parse(f: dataclasses.Field, raw: str):
+    name = Settings.env_name(f)
+    kind = type(f.default)
+    try:
+        if kind is bool:
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        return kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a {kind.__name__}, got {raw!r}") from None

@@ -1,0 +1,54 @@
+"""The one module that knows which MongoDB driver is in use.
+
+`memory://` runs on mongomock-motor in-process (nothing persisted); `mongodb://…` uses
+Motor. Motor is in critical-fix-only support until May 2027: swapping to PyMongo's
+`AsyncMongoClient` means changing `connect()` here and nothing else, because the rest of
+the code only calls the API subset both drivers (and mongomock-motor) share:
+find_one, find(...).sort().skip().limit().to_list(), insert_one, insert_many,
+find_one_and_update, update_one, update_many, count_documents, aggregate(...).to_list(),
+create_index, delete_many.
+"""
+from __future__ import annotations
+
+import logging
+
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from services.config import Settings
+
+log = logging.getLogger(__name__)
+
+__all__ = ["connect", "ensure_indexes", "ReturnDocument", "DuplicateKeyError", "PyMongoError",
+           "ASCENDING", "DESCENDING", "AFTER"]
+
+AFTER = ReturnDocument.AFTER
+
+
+def connect(settings: Settings):
+    """Return (client, database) for the configured store. Call inside the running loop."""
+    if settings.embedded:
+        from mongomock_motor import AsyncMongoMockClient
+
+        log.warning("MONGODB_URI is memory:// — using the embedded in-process store; "
+                    "NO DATA IS PERSISTED. Set MONGODB_URI=mongodb://… for production.")
+        client = AsyncMongoMockClient()
+    else:
+        from motor.motor_asyncio import AsyncIOMotorClient
+
+        client = AsyncIOMotorClient(settings.mongodb_uri, tz_aware=True,
+                                    serverSelectionTimeoutMS=5000)
+    return client, client[settings.mongodb_db]
+
+
+async def ensure_indexes(db) -> None:
+    """Create every index the services rely on (idempotent)."""
+    await db.users.create_index("username_lower", unique=True)
+    await db.api_keys.create_index("key_hash", unique=True)
+    await db.api_keys.create_index([("user_id", ASCENDING), ("created_at", DESCENDING)])
+    await db.usage.create_index([("user_id", ASCENDING), ("created_at", DESCENDING)])
+    await db.usage.create_index([("key_id", ASCENDING), ("created_at", DESCENDING)])
+    await db.usage_daily.create_index([("user_id", ASCENDING), ("day", ASCENDING)])
+    await db.ledger.create_index([("user_id", ASCENDING), ("created_at", DESCENDING)])
+    await db.topup_codes.create_index("code_hash", unique=True)
+    await db.login_attempts.create_index("key", unique=True)

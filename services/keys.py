@@ -1,0 +1,210 @@
+"""API keys: creation, authentication (SHA-256 lookup with a short in-process cache), limits.
+
+Keys are `sk-` + 64 characters; only their SHA-256 hash and a display prefix are stored.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+import string
+import time
+from dataclasses import dataclass, field
+
+from services.db import AFTER
+from services.errors import AuthenticationFailed, InvalidRequest, NotFound, PermissionDenied
+from services.money import to_micro
+from services.users import as_object_id, utcnow
+
+KEY_ALPHABET = string.ascii_letters + string.digits
+KEY_NAME_MAX = 64
+MISSING_KEY = "Missing API key. Provide via x-api-key header or Authorization: Bearer."
+INVALID_KEY = "Invalid API key."
+LAST_USED_EVERY = 60.0  # seconds between last_used_at writes per key (per process)
+
+
+def new_key() -> str:
+    return "sk-" + "".join(secrets.choice(KEY_ALPHABET) for _ in range(64))
+
+
+def hash_key(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def display_prefix(raw: str) -> str:
+    return f"{raw[:7]}…{raw[-4:]}"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the authenticated key and its user, as of the lookup."""
+
+    user_id: object
+    username: str
+    key_id: object
+    key_name: str
+    credit_cap: int | None = None          # micro-credits the key may spend in total
+    allowed_models: tuple[str, ...] = ()   # empty = all
+    expires_at: dt.datetime | None = None
+
+
+@dataclass
+class KeyService:
+    """Create, list, authenticate, rename, freeze and revoke API keys."""
+
+    db: object
+    usage: object = None  # UsageService, to count a key's spend when a credit cap is set
+    cache_seconds: float = 1.0
+    _cache: dict[str, tuple[float, Principal | None, str | None]] = field(default_factory=dict)
+    _last_used: dict[object, float] = field(default_factory=dict)
+
+    async def create(self, user_id, name: object, *, credit_cap=None, expires_at=None,
+                     allowed_models=None) -> tuple[str, dict]:
+        """Create a key for the user. Returns (full key — shown this once, key document)."""
+        name = self._check_name(name)
+        raw = new_key()
+        doc = {"user_id": as_object_id(user_id), "name": name, "key_hash": hash_key(raw),
+               "prefix": display_prefix(raw), "created_at": utcnow(), "last_used_at": None,
+               "frozen": False, "revoked": False, "spent": 0}
+        doc.update(self._limits(credit_cap, expires_at, allowed_models))
+        doc["cap_left"] = doc["credit_cap"]
+        result = await self.db.api_keys.insert_one(doc)
+        doc["_id"] = result.inserted_id
+        return raw, doc
+
+    async def authenticate(self, raw: str | None) -> Principal:
+        """Resolve a raw key to its Principal.
+
+        Raises AuthenticationFailed (missing/unknown/revoked key) or PermissionDenied (frozen or
+        expired key, frozen user). Cached for `cache_seconds`; this process's own edits
+        invalidate the cache at once.
+        """
+        if not raw:
+            raise AuthenticationFailed(MISSING_KEY)
+        digest = hash_key(raw)
+        now = time.monotonic()
+        hit = self._cache.get(digest)
+        if hit is None or hit[0] < now:
+            principal, problem = await self._lookup(digest)
+            hit = (now + self.cache_seconds, principal, problem)
+            if len(self._cache) > 50_000:
+                self._cache.clear()
+            self._cache[digest] = hit
+        _, principal, problem = hit
+        if principal is None:
+            raise AuthenticationFailed(INVALID_KEY)
+        if problem:
+            raise PermissionDenied(problem)
+        if principal.expires_at and principal.expires_at <= utcnow():
+            raise PermissionDenied("This API key has expired.")
+        if now - self._last_used.get(principal.key_id, 0.0) > LAST_USED_EVERY:
+            self._last_used[principal.key_id] = now
+            await self.db.api_keys.update_one({"_id": principal.key_id},
+                                              {"$set": {"last_used_at": utcnow()}})
+        return principal
+
+    async def _lookup(self, digest: str) -> tuple[Principal | None, str | None]:
+        key = await self.db.api_keys.find_one({"key_hash": digest, "revoked": {"$ne": True}})
+        if key is None:
+            return None, None
+        user = await self.db.users.find_one({"_id": key["user_id"]}, {"username": 1, "frozen": 1})
+        if user is None:
+            return None, None
+        expires = key.get("expires_at")
+        if expires is not None and expires.tzinfo is None:
+            expires = expires.replace(tzinfo=dt.timezone.utc)
+        principal = Principal(user_id=key["user_id"], username=user["username"], key_id=key["_id"],
+                              key_name=key["name"], credit_cap=key.get("credit_cap"),
+                              allowed_models=tuple(key.get("allowed_models") or ()), expires_at=expires)
+        problem = None
+        if key.get("frozen"):
+            problem = "This API key is frozen."
+        elif user.get("frozen"):
+            problem = "This account is frozen."
+        return principal, problem
+
+    @staticmethod
+    def check_model(principal: Principal, model) -> None:
+        """Raise PermissionDenied if the key is limited to other models."""
+        if principal.allowed_models and model.id not in principal.allowed_models:
+            raise PermissionDenied(f"This API key may only use: {', '.join(principal.allowed_models)}.")
+
+    def invalidate(self) -> None:
+        """Forget cached lookups (after a freeze, revoke or user change in this process)."""
+        self._cache.clear()
+
+    async def list_for_user(self, user_id) -> list[dict]:
+        return await self.db.api_keys.find(
+            {"user_id": as_object_id(user_id), "revoked": {"$ne": True}}).sort("created_at", -1).to_list(None)
+
+    async def get(self, key_id, *, user_id=None) -> dict:
+        """Return a key document; with user_id, only if that user owns it. Raises NotFound."""
+        query = {"_id": as_object_id(key_id), "revoked": {"$ne": True}}
+        if user_id is not None:
+            query["user_id"] = as_object_id(user_id)
+        doc = await self.db.api_keys.find_one(query)
+        if doc is None:
+            raise NotFound("No such API key.")
+        return doc
+
+    async def update(self, key_id, *, user_id=None, name=None, frozen=None, revoked=None,
+                     limits: dict | None = None) -> dict:
+        """Rename, freeze/unfreeze, revoke or set limits on a key (owner-checked with user_id)."""
+        changes: dict = {}
+        if name is not None:
+            changes["name"] = self._check_name(name)
+        if frozen is not None:
+            changes["frozen"] = bool(frozen)
+        if revoked:
+            changes["revoked"] = True
+        if limits is not None:
+            changes.update(self._limits(**limits))
+            if changes["credit_cap"] is not None:
+                spent = await self.usage.spent_by_key(as_object_id(key_id)) if self.usage else 0
+                changes["cap_left"] = changes["credit_cap"] - spent
+            else:
+                changes["cap_left"] = None
+        query = {"_id": as_object_id(key_id), "revoked": {"$ne": True}}
+        if user_id is not None:
+            query["user_id"] = as_object_id(user_id)
+        doc = await self.db.api_keys.find_one_and_update(query, {"$set": changes}, return_document=AFTER)
+        if doc is None:
+            raise NotFound("No such API key.")
+        self.invalidate()
+        return doc
+
+    @staticmethod
+    def _check_name(name: object) -> str:
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidRequest("Key name is required.", param="name")
+        if len(name.strip()) > KEY_NAME_MAX:
+            raise InvalidRequest(f"Key name must be at most {KEY_NAME_MAX} characters.", param="name")
+        return name.strip()
+
+    @staticmethod
+    def _limits(credit_cap=None, expires_at=None, allowed_models=None) -> dict:
+        """Validate optional per-key limits into document fields (None clears a limit)."""
+        out: dict = {"credit_cap": None, "expires_at": None, "allowed_models": []}
+        if credit_cap not in (None, ""):
+            try:
+                out["credit_cap"] = to_micro(credit_cap)
+            except ValueError:
+                raise InvalidRequest("Credit cap must be a number.", param="credit_cap") from None
+            if out["credit_cap"] <= 0:
+                raise InvalidRequest("Credit cap must be positive.", param="credit_cap")
+        if expires_at not in (None, ""):
+            if isinstance(expires_at, str):
+                try:
+                    expires_at = dt.datetime.fromisoformat(expires_at)
+                except ValueError:
+                    raise InvalidRequest("Expiry must be a date (YYYY-MM-DD).", param="expires_at") from None
+            if isinstance(expires_at, dt.date) and not isinstance(expires_at, dt.datetime):
+                expires_at = dt.datetime.combine(expires_at, dt.time())
+            if expires_at.tzinfo is None:
+                expires_at = expires_at.replace(tzinfo=dt.timezone.utc)
+            out["expires_at"] = expires_at
+        if allowed_models:
+            if isinstance(allowed_models, str):
+                allowed_models = [m.strip() for m in allowed_models.split(",")]
+            out["allowed_models"] = [m for m in allowed_models if isinstance(m, str) and m]
+        return out

@@ -1,0 +1,177 @@
+"""Preparing Anthropic Messages requests for the upstream without re-serialising them.
+
+The body is forwarded as the client sent it, byte for byte, except for the values of a
+few top-level fields (`model`, a clamped `max_tokens`, a lowered thinking budget) which
+are spliced in place. Thinking signatures, cache_control and unknown fields survive
+untouched because they are never decoded and re-encoded.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from json.decoder import scanstring
+
+from services.catalog import CatalogService, Model
+from services.errors import InvalidRequest
+
+_WS = re.compile(r"[ \t\n\r]*")
+_DECODER = json.JSONDecoder()
+MEDIA_BLOCK_TOKENS = 1600  # worst-case tokens for one image or document page
+
+
+def parse_top_level(text: str) -> dict[str, tuple[object, int, int]]:
+    """Decode a JSON object, returning {key: (value, start, end)} with each value's span.
+
+    Raises ValueError if the text is not one JSON object.
+    """
+    ws = _WS.match
+    i = ws(text, 0).end()
+    if text[i:i + 1] != "{":
+        raise ValueError("the body must be a JSON object")
+    i = ws(text, i + 1).end()
+    out: dict[str, tuple[object, int, int]] = {}
+    if text[i:i + 1] == "}":
+        end = i + 1
+    else:
+        while True:
+            if text[i:i + 1] != '"':
+                raise ValueError(f"expected a property name at character {i}")
+            key, i = scanstring(text, i + 1)
+            i = ws(text, i).end()
+            if text[i:i + 1] != ":":
+                raise ValueError(f"expected ':' at character {i}")
+            i = ws(text, i + 1).end()
+            value, end = _DECODER.raw_decode(text, i)
+            out[key] = (value, i, end)
+            i = ws(text, end).end()
+            if text[i:i + 1] == ",":
+                i = ws(text, i + 1).end()
+                continue
+            if text[i:i + 1] == "}":
+                end = i + 1
+                break
+            raise ValueError(f"expected ',' or '}}' at character {i}")
+    if ws(text, end).end() != len(text):
+        raise ValueError("extra data after the JSON object")
+    return out
+
+
+def splice(text: str, fields: dict[str, tuple[object, int, int]], replace: dict[str, object]) -> str:
+    """Return `text` with the values of the given top-level keys replaced (new keys appended)."""
+    spans = sorted((fields[k][1], fields[k][2], json.dumps(v)) for k, v in replace.items() if k in fields)
+    parts, pos = [], 0
+    for start, end, new in spans:
+        parts.append(text[pos:start])
+        parts.append(new)
+        pos = end
+    parts.append(text[pos:])
+    out = "".join(parts)
+    extra = [f"{json.dumps(k)}: {json.dumps(v)}" for k, v in replace.items() if k not in fields]
+    if extra:
+        close = out.rfind("}")
+        sep = ", " if fields else ""
+        out = out[:close] + sep + ", ".join(extra) + out[close:]
+    return out
+
+
+def decode_body(raw: bytes) -> tuple[str, dict[str, tuple[object, int, int]]]:
+    """Decode a request body into (text, top-level spans); raises InvalidRequest."""
+    if not raw:
+        raise InvalidRequest("The request body is empty; send a JSON object.")
+    try:
+        text = raw.decode("utf-8")
+        return text, parse_top_level(text)
+    except UnicodeDecodeError:
+        raise InvalidRequest("The request body is not valid UTF-8.") from None
+    except (ValueError, RecursionError) as exc:
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
+
+
+def estimate_input_tokens(raw_len: int, messages: list) -> int:
+    """A deliberately high estimate of input tokens, used only for the credit hold:
+    half the body's bytes (text rarely has more than one token per two bytes) plus a
+    worst case per image/document block, whose tokens do not follow their byte size."""
+    media = 0
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            for block in content:
+                if isinstance(block, dict) and block.get("type") in ("image", "document"):
+                    media += 1
+                elif isinstance(block, dict) and block.get("type") == "tool_result":
+                    inner = block.get("content")
+                    if isinstance(inner, list):
+                        media += sum(1 for b in inner if isinstance(b, dict) and b.get("type") in ("image", "document"))
+    return raw_len // 2 + media * MEDIA_BLOCK_TOKENS + 64
+
+
+@dataclass(frozen=True)
+class MessagesRequest:
+    """A validated /v1/messages request, ready to forward."""
+
+    model: Model
+    body: bytes
+    stream: bool
+    max_tokens: int
+    est_input_tokens: int
+
+
+def _require(fields: dict, name: str, kind: type, what: str, *, required: bool = True):
+    if name not in fields:
+        if required:
+            raise InvalidRequest(f"{name}: field required", param=name)
+        return None
+    value = fields[name][0]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise InvalidRequest(f"{name}: must be {what}", param=name)
+    return value
+
+
+def prepare_messages(raw: bytes, catalog: CatalogService) -> MessagesRequest:
+    """Validate a Messages body and produce the bytes to send upstream.
+
+    Raises InvalidRequest for malformed JSON, missing/mistyped required fields or an
+    unknown model. `max_tokens` above the model's output limit is clamped; an enabled
+    thinking budget that would then reach `max_tokens` is lowered below it.
+    """
+    text, fields = decode_body(raw)
+    model = catalog.resolve(_require(fields, "model", str, "a string"))
+    messages = _require(fields, "messages", list, "an array of messages")
+    if not messages:
+        raise InvalidRequest("messages: at least one message is required", param="messages")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant", "system") \
+                or not isinstance(m.get("content"), (str, list)):
+            raise InvalidRequest(f"messages.{i}: each message needs a role (user or assistant) and "
+                                 f"content (a string or an array of blocks)", param=f"messages.{i}")
+    max_tokens = _require(fields, "max_tokens", int, "an integer")
+    if max_tokens < 1:
+        raise InvalidRequest("max_tokens: must be at least 1", param="max_tokens")
+    stream = _require(fields, "stream", bool, "a boolean", required=False) or False
+    thinking = _require(fields, "thinking", dict, "an object", required=False)
+    if "system" in fields and not isinstance(fields["system"][0], (str, list)):
+        raise InvalidRequest("system: must be a string or an array of text blocks", param="system")
+
+    replace: dict[str, object] = {}
+    if model.upstream_id != fields["model"][0]:
+        replace["model"] = model.upstream_id
+    if max_tokens > model.max_output:
+        max_tokens = replace["max_tokens"] = model.max_output
+    if thinking and thinking.get("type") == "enabled":
+        budget = thinking.get("budget_tokens")
+        if isinstance(budget, int) and budget >= max_tokens:
+            replace["thinking"] = {**thinking, "budget_tokens": max(1024, max_tokens - 1)}
+    body = splice(text, fields, replace).encode("utf-8") if replace else raw
+    est = estimate_input_tokens(len(raw), messages)
+    return MessagesRequest(model, body, stream, max_tokens, est)
+
+
+def prepare_count_tokens(raw: bytes, catalog: CatalogService) -> bytes:
+    """Validate a count_tokens body (model, messages) and return the bytes to forward."""
+    text, fields = decode_body(raw)
+    model = catalog.resolve(_require(fields, "model", str, "a string"))
+    _require(fields, "messages", list, "an array of messages")
+    if model.upstream_id == fields["model"][0]:
+        return raw
+    return splice(text, fields, {"model": model.upstream_id}).encode("utf-8")

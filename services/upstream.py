@@ -1,0 +1,175 @@
+"""The upstream side: which Anthropic-compatible provider to call, and calling it.
+
+Upstreams are data (`upstreams` collection). Today the enabled upstream with the lowest
+`priority` serves every request; pools with weights, failover and circuit breakers will
+choose among the same records later. One shared `httpx.AsyncClient` (keep-alive pool)
+serves all calls.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import httpx
+import orjson
+
+from services.config import Settings
+from services.errors import GatewayError, UpstreamError, UpstreamOverloaded
+
+log = logging.getLogger(__name__)
+
+# Request headers a client may send that the upstream should see unchanged.
+FORWARD_REQUEST_HEADERS = ("anthropic-version", "anthropic-beta", "anthropic-workspace-id")
+# Upstream response headers passed back to the client (plus every anthropic-ratelimit-*).
+PASS_BACK_HEADERS = ("request-id", "retry-after", "x-should-retry", "retry-after-ms")
+DEFAULT_VERSION = "2023-06-01"
+_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
+                529: "overloaded_error"}
+
+
+@dataclass(frozen=True)
+class Upstream:
+    id: str
+    base_url: str
+    api_key: str
+    beta_allowlist: tuple[str, ...] | None = None  # None = forward anthropic-beta unchanged
+
+
+def pass_back_headers(response: httpx.Response) -> dict[str, str]:
+    """The upstream response headers a client should see (request id, rate limits, retry)."""
+    out = {}
+    for name, value in response.headers.items():
+        if name in PASS_BACK_HEADERS or name.startswith("anthropic-ratelimit-"):
+            out[name] = value
+    return out
+
+
+@dataclass
+class UpstreamService:
+    """Chooses the upstream and performs calls; maps transport failures to UpstreamError."""
+
+    db: object
+    settings: Settings
+    client: httpx.AsyncClient | None = None
+    _current: Upstream | None = field(default=None)
+
+    @staticmethod
+    def make_client(settings: Settings) -> httpx.AsyncClient:
+        """The shared upstream client: keep-alive pool, long total time, idle detection."""
+        timeout = httpx.Timeout(connect=settings.upstream_connect_timeout, read=settings.upstream_idle_timeout,
+                                write=60.0, pool=settings.upstream_connect_timeout)
+        limits = httpx.Limits(max_connections=2000, max_keepalive_connections=200, keepalive_expiry=60)
+        return httpx.AsyncClient(timeout=timeout, limits=limits, http2=False, follow_redirects=False,
+                                 trust_env=False)
+
+    async def seed(self) -> None:
+        """Keep the `default` upstream record in step with UPSTREAM_BASE_URL / UPSTREAM_API_KEY."""
+        await self.db.upstreams.update_one(
+            {"_id": "default"},
+            {"$set": {"base_url": self.settings.upstream_base_url.rstrip("/"),
+                      "api_key": self.settings.upstream_api_key},
+             "$setOnInsert": {"priority": 0, "weight": 1, "enabled": True, "beta_allowlist": None}},
+            upsert=True)
+        await self.reload()
+
+    async def reload(self) -> None:
+        docs = await self.db.upstreams.find({"enabled": {"$ne": False}}).sort("priority", 1).to_list(None)
+        if docs:
+            d = docs[0]
+            allow = d.get("beta_allowlist")
+            self._current = Upstream(d["_id"], d["base_url"].rstrip("/"), d.get("api_key", ""),
+                                     tuple(allow) if allow is not None else None)
+
+    def pick(self) -> Upstream:
+        if self._current is None:
+            raise UpstreamError("No upstream is configured.")
+        return self._current
+
+    def build_headers(self, upstream: Upstream, client_headers) -> dict[str, str]:
+        headers = {"content-type": "application/json", "accept-encoding": "identity",
+                   "x-api-key": upstream.api_key}
+        for name in FORWARD_REQUEST_HEADERS:
+            value = client_headers.get(name)
+            if value:
+                headers[name] = value
+        headers.setdefault("anthropic-version", DEFAULT_VERSION)
+        beta = headers.get("anthropic-beta")
+        if beta and upstream.beta_allowlist is not None:
+            kept = [b for b in (x.strip() for x in beta.split(",")) if b in upstream.beta_allowlist]
+            if kept:
+                headers["anthropic-beta"] = ",".join(kept)
+            else:
+                del headers["anthropic-beta"]
+        return headers
+
+    async def open(self, path: str, body: bytes, client_headers, *, query: str = "") -> httpx.Response:
+        """POST to the upstream and return the response with headers read, body unread.
+
+        The caller must `aclose()` it. Raises UpstreamError if the upstream cannot be reached
+        or does not answer in time; an error status is returned, not raised (see `error_for`).
+        """
+        upstream = self.pick()
+        url = upstream.base_url + path + (f"?{query}" if query else "")
+        request = self.client.build_request("POST", url, content=body,
+                                            headers=self.build_headers(upstream, client_headers))
+        try:
+            return await self.client.send(request, stream=True)
+        except httpx.TimeoutException:
+            raise UpstreamError("The upstream did not answer in time.") from None
+        except httpx.HTTPError as exc:
+            log.warning("upstream %s unreachable: %s", upstream.id, type(exc).__name__)
+            raise UpstreamError(f"The upstream failed: could not connect ({type(exc).__name__}).") from None
+
+    async def read(self, response: httpx.Response) -> bytes:
+        """Read a whole response body; raises UpstreamError on a broken or silent upstream."""
+        try:
+            return await response.aread()
+        except httpx.TimeoutException:
+            raise UpstreamError("The upstream stopped responding.") from None
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"The upstream failed mid-response ({type(exc).__name__}).") from None
+        finally:
+            await response.aclose()
+
+    async def error_for(self, response: httpx.Response) -> GatewayError:
+        """Turn a non-200 upstream answer into the error the client should get.
+
+        4xx pass through with the upstream's message (401/403 mean the *gateway's* upstream
+        credentials failed, so they become 502); 529 stays overloaded_error; other 5xx → 502.
+        """
+        status = response.status_code
+        try:
+            raw = await self.read(response)
+        except UpstreamError:
+            raw = b""
+        message, etype = "", None
+        try:
+            err = orjson.loads(raw).get("error") or {}
+            message, etype = str(err.get("message", "")), err.get("type")
+        except (orjson.JSONDecodeError, AttributeError):
+            message = raw[:200].decode("utf-8", "replace")
+        headers = pass_back_headers(response)
+        if status == 529:
+            return UpstreamOverloaded(message or "The upstream is overloaded. Retry shortly.", headers=headers)
+        if status in (401, 403):
+            log.error("upstream rejected the gateway's credentials (HTTP %d)", status)
+            return UpstreamError(f"The upstream failed: it rejected the gateway's credentials (HTTP {status}).",
+                                 headers=headers)
+        if 400 <= status < 500:
+            return GatewayError(message or f"Upstream rejected the request (HTTP {status}).", status=status,
+                                error_type=etype or _ERROR_TYPES.get(status, "invalid_request_error"),
+                                headers=headers)
+        return UpstreamError(f"The upstream failed (HTTP {status}){': ' + message if message else ''}.",
+                             headers=headers)
+
+    async def call(self, path: str, body: bytes, client_headers, *, query: str = "") -> tuple[int, dict, bytes]:
+        """A small non-streamed call (count_tokens): returns (200, headers to pass back, body).
+
+        Raises the mapped GatewayError for any non-200 answer or transport failure.
+        """
+        response = await self.open(path, body, client_headers, query=query)
+        if response.status_code != 200:
+            raise await self.error_for(response)
+        headers = pass_back_headers(response)
+        return 200, headers, await self.read(response)

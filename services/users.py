@@ -1,0 +1,137 @@
+"""Users: accounts, password hashing (argon2, off the event loop) and freezing.
+
+Owns the `users` collection's identity fields; balances in the same documents are moved
+only by `services/billing.py`.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import re
+from dataclasses import dataclass
+
+from bson import ObjectId
+from passlib.hash import argon2
+
+from services.db import AFTER, DuplicateKeyError
+from services.errors import Conflict, InvalidRequest, NotFound
+
+USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
+EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s]{2,}$")
+PASSWORD_MIN, PASSWORD_MAX = 8, 128
+PASSWORD_RULES = f"{PASSWORD_MIN}–{PASSWORD_MAX} characters, with at least one letter and one digit"
+
+# Computed once so that verifying an unknown username costs as much as a real one
+# (no user-enumeration through timing).
+_DUMMY_HASH = argon2.hash("dummy-password-1")
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def as_object_id(value) -> ObjectId:
+    if isinstance(value, ObjectId):
+        return value
+    try:
+        return ObjectId(str(value))
+    except Exception:
+        raise NotFound(f"No such id: {value!r}") from None
+
+
+def check_password_rules(password: object) -> str:
+    """Return the password if it meets the rules, else raise InvalidRequest saying them."""
+    if (not isinstance(password, str) or not PASSWORD_MIN <= len(password) <= PASSWORD_MAX
+            or not re.search(r"[A-Za-z]", password) or not re.search(r"\d", password)):
+        raise InvalidRequest(f"Password must be {PASSWORD_RULES}.", param="password")
+    return password
+
+
+async def hash_password(password: str) -> str:
+    return await asyncio.get_running_loop().run_in_executor(None, argon2.hash, password)
+
+
+async def verify_password(password: str, hashed: str | None) -> bool:
+    loop = asyncio.get_running_loop()
+    try:
+        ok = await loop.run_in_executor(None, argon2.verify, password, hashed or _DUMMY_HASH)
+    except (ValueError, TypeError):
+        return False
+    return bool(ok and hashed)
+
+
+@dataclass
+class UserService:
+    """Create, find, authenticate and freeze users."""
+
+    db: object
+
+    async def create(self, username: object, password: object, *, email: object = None,
+                     role: str = "user") -> dict:
+        """Create a user with a zero balance and return its document.
+
+        Raises InvalidRequest for a bad username/email/password, Conflict if the name is taken.
+        """
+        if not isinstance(username, str) or not USERNAME_RE.match(username):
+            raise InvalidRequest("Username must be 3–32 characters: letters, digits, '_', '.', '-'.",
+                                 param="username")
+        if email not in (None, "") and (not isinstance(email, str) or not EMAIL_RE.match(email)):
+            raise InvalidRequest("Email address is not valid.", param="email")
+        check_password_rules(password)
+        if await self.db.users.find_one({"username_lower": username.lower()}, {"_id": 1}):
+            raise Conflict(f"Username {username!r} is already taken.", param="username")
+        doc = {"username": username, "username_lower": username.lower(), "email": email or None,
+               "password_hash": await hash_password(password), "role": role, "frozen": False,
+               "balance": 0, "held": 0, "holds": [], "created_at": utcnow()}
+        try:
+            result = await self.db.users.insert_one(doc)
+        except DuplicateKeyError:
+            raise Conflict(f"Username {username!r} is already taken.", param="username") from None
+        doc["_id"] = result.inserted_id
+        return doc
+
+    async def get(self, user_id) -> dict:
+        """Return the user document by id; raises NotFound."""
+        doc = await self.db.users.find_one({"_id": as_object_id(user_id)})
+        if doc is None:
+            raise NotFound("No such user.")
+        return doc
+
+    async def by_username(self, username: str) -> dict:
+        """Return the user document by (case-insensitive) username; raises NotFound."""
+        doc = await self.db.users.find_one({"username_lower": str(username).lower()})
+        if doc is None:
+            raise NotFound(f"No such user: {username!r}")
+        return doc
+
+    async def authenticate(self, username: str, password: str) -> dict | None:
+        """Return the user if the password matches, else None (constant-cost on unknown names)."""
+        doc = await self.db.users.find_one({"username_lower": str(username).lower()})
+        ok = await verify_password(password, doc.get("password_hash") if doc else None)
+        return doc if ok and doc else None
+
+    async def set_frozen(self, user_id, frozen: bool) -> dict:
+        doc = await self.db.users.find_one_and_update(
+            {"_id": as_object_id(user_id)}, {"$set": {"frozen": bool(frozen)}}, return_document=AFTER)
+        if doc is None:
+            raise NotFound("No such user.")
+        return doc
+
+    async def change_password(self, user_id, current: str, new: str) -> None:
+        """Replace the password after checking the current one; raises InvalidRequest."""
+        doc = await self.get(user_id)
+        if not await verify_password(current or "", doc.get("password_hash")):
+            raise InvalidRequest("Current password is wrong.", param="current_password")
+        check_password_rules(new)
+        await self.db.users.update_one({"_id": doc["_id"]},
+                                       {"$set": {"password_hash": await hash_password(new)}})
+
+    async def set_email(self, user_id, email: str) -> None:
+        if email and not EMAIL_RE.match(email):
+            raise InvalidRequest("Email address is not valid.", param="email")
+        await self.db.users.update_one({"_id": as_object_id(user_id)}, {"$set": {"email": email or None}})
+
+    async def ensure_admin(self, username: str, password: str) -> None:
+        """Create the configured admin account if it does not exist yet."""
+        if not await self.db.users.find_one({"username_lower": username.lower()}, {"_id": 1}):
+            await self.create(username, password, role="admin")
