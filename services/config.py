@@ -34,8 +34,8 @@ class Settings:
     admin_api_token: str = _setting("", "Bearer token for /admin/api/…; empty disables that API.")
     public_base_url: str = _setting("", "Base URL shown in docs snippets; default: from the request.")
     signup_credits: float = _setting(0.0, "Credits granted to each new self-signed-up user.")
-    upstream_timeout: float = _setting(600.0, "Seconds an upstream call may take in total before "
-                                       "it is abandoned (SDKs wait 600 s).")
+    upstream_timeout: float = _setting(600.0, "Seconds a non-streamed upstream call may take in total "
+                                       "(SDKs wait 600 s); streams are bounded by the idle timeout.")
     upstream_idle_timeout: float = _setting(300.0, "Seconds of upstream silence (no bytes) before "
                                             "the call is treated as failed.")
     upstream_connect_timeout: float = _setting(10.0, "Seconds to connect to the upstream.")

@@ -7,6 +7,7 @@ serves all calls.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 
@@ -124,8 +125,8 @@ class UpstreamService:
     async def read(self, response: httpx.Response) -> bytes:
         """Read a whole response body; raises UpstreamError on a broken or silent upstream."""
         try:
-            return await response.aread()
-        except httpx.TimeoutException:
+            return await asyncio.wait_for(response.aread(), self.settings.upstream_timeout)
+        except (httpx.TimeoutException, asyncio.TimeoutError):
             raise UpstreamError("The upstream stopped responding.") from None
         except httpx.HTTPError as exc:
             raise UpstreamError(f"The upstream failed mid-response ({type(exc).__name__}).") from None

@@ -52,10 +52,11 @@ class LiveGateway:
         self.fake = FakeUpstream()
         upstream_url = await self.fake.start()
         port = free_port()
-        settings = Settings.from_env({}, port=port, host="127.0.0.1", mongodb_uri="memory://",
-                                     upstream_base_url=upstream_url, upstream_api_key=self.fake.api_key,
-                                     admin_api_token=ADMIN_TOKEN, cookie_secret="test-cookie-secret-0123456789",
-                                     **self.overrides)
+        options = {"port": port, "host": "127.0.0.1", "mongodb_uri": "memory://",
+                   "upstream_base_url": upstream_url, "upstream_api_key": self.fake.api_key,
+                   "admin_api_token": ADMIN_TOKEN, "cookie_secret": "test-cookie-secret-0123456789",
+                   **self.overrides}
+        settings = Settings.from_env({}, **options)
         self.server, self.app = await app_module.start(settings)
         self.services = self.app.settings["services"]
         self.url = f"http://127.0.0.1:{port}"

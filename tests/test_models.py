@@ -1,0 +1,111 @@
+"""Model listing, model info, profile, count_tokens and the probes Claude Code sends."""
+from __future__ import annotations
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from tests.fake_upstream import Scenario
+
+SEED = ["claude-opus-4.6", "claude-opus-4.5", "claude-opus-4-20250514", "claude-sonnet-4-5-20250514",
+        "claude-sonnet-4-20250514", "claude-haiku-3-5-20241022"]
+
+
+def test_models_openai_shape_by_default(gateway):
+    """GET /v1/models lists the six catalog models in OpenAI's list shape (the openai SDK reads it)."""
+    _, key = gateway.user_with_key()
+    client = openai.OpenAI(api_key=key, base_url=gateway.url + "/api/v1", max_retries=0)
+    assert [m.id for m in client.models.list()] == SEED
+
+
+def test_models_anthropic_shape_with_anthropic_version(gateway):
+    """With anthropic-version the same path answers in Anthropic's shape (the anthropic SDK reads it)."""
+    _, key = gateway.user_with_key()
+    client = anthropic.Anthropic(api_key=key, base_url=gateway.url, max_retries=0)
+    models = list(client.models.list())
+    assert [m.id for m in models] == SEED and models[0].display_name == "Claude Opus 4.6"
+
+
+def test_model_info_has_every_catalog_field(gateway):
+    """GET /v1/models/info gives limits, price, features and aliases as in the docs table."""
+    _, key = gateway.user_with_key()
+    r = httpx.get(gateway.url + "/v1/models/info", headers={"x-api-key": key})
+    info = {m["id"]: m for m in r.json()["data"]}
+    sonnet = info["claude-sonnet-4-20250514"]
+    assert (sonnet["max_input_tokens"], sonnet["max_output_tokens"], sonnet["cost_per_1k_tokens"]) == (200_000, 16_000, 0.13)
+    assert sonnet["features"] == ["thinking", "vision"] and "claude-sonnet-4" in sonnet["aliases"]
+    assert info["claude-haiku-3-5-20241022"]["features"] == ["vision"]
+    assert info["claude-opus-4.6"]["cost_per_1k_tokens"] == 0.22
+
+
+@pytest.mark.parametrize("alias,expected", [
+    ("claude-sonnet-4", "claude-sonnet-4-20250514"), ("claude-opus-4-6", "claude-opus-4.6"),
+    ("claude-opus-4", "claude-opus-4-20250514"), ("claude-sonnet-4-5", "claude-sonnet-4-5-20250514"),
+    ("claude-sonnet-4.5", "claude-sonnet-4-5-20250514"), ("claude-haiku-3-5", "claude-haiku-3-5-20241022"),
+    ("claude-3-5-haiku-20241022", "claude-haiku-3-5-20241022"), ("claude-3-5-haiku-latest", "claude-haiku-3-5-20241022"),
+    ("CLAUDE-SONNET-4", "claude-sonnet-4-20250514"),
+])
+def test_aliases_normalise(gateway, alias, expected):
+    """Documented aliases resolve to catalog models (GET /v1/models/{alias})."""
+    _, key = gateway.user_with_key()
+    r = httpx.get(gateway.url + f"/v1/models/{alias}", headers={"x-api-key": key})
+    assert r.json()["id"] == expected
+
+
+def test_alias_added_as_data_works_without_code(gateway):
+    """A model added to the catalog collection is served after a reload, with its alias."""
+    _, key = gateway.user_with_key()
+    db = gateway.services.db
+    gateway.run(db.models.insert_one({"_id": "claude-opus-4-8", "upstream_id": "claude-opus-4-8", "max_input": 200_000,
+                                      "max_output": 64_000, "cost_per_1k": "0.3", "features": ["thinking"],
+                                      "aliases": ["opus-latest"], "enabled": True, "order": 9}))
+    gateway.run(gateway.services.catalog.reload())
+    r = httpx.post(gateway.url + "/v1/messages", headers={"x-api-key": key},
+                   json={"model": "opus-latest", "max_tokens": 10, "messages": [{"role": "user", "content": "x"}]})
+    assert r.status_code == 200 and gateway.fake.requests[-1].json["model"] == "claude-opus-4-8"
+    assert r.headers["x-cheaplm-credits-used"] == "0.0525"
+
+
+def test_profile_documented_shape(gateway):
+    """GET /v1/profile answers {username, credits, key_name} on every path a client uses."""
+    username, key = gateway.user_with_key(credits=1000.5)
+    for path in ("/v1/profile", "/api/v1/profile"):
+        r = httpx.get(gateway.url + path, headers={"Authorization": f"Bearer {key}"})
+        assert r.json() == {"username": username, "credits": 1000.5, "key_name": "test key"}
+
+
+def test_count_tokens_forwarded_and_not_billed(gateway):
+    """count_tokens (on the SDK's doubled path) returns the upstream's count and costs nothing."""
+    username, key = gateway.user_with_key()
+    client = anthropic.Anthropic(api_key=key, base_url=gateway.url + "/api/v1", max_retries=0)
+    result = client.messages.count_tokens(model="claude-sonnet-4", messages=[{"role": "user", "content": "Hello there"}])
+    rec = gateway.fake.requests[-1]
+    assert rec.path == "/v1/messages/count_tokens" and rec.json["model"] == "claude-sonnet-4-20250514"
+    assert result.input_tokens > 0
+    assert gateway.micro_balance(username) == (100_000_000, 0) and gateway.usage(username) == []
+
+
+def test_count_tokens_failure_is_an_error_not_zero(gateway):
+    """If the upstream cannot count, the client gets an error, never {"input_tokens": 0}."""
+    _, key = gateway.user_with_key()
+    gateway.fake.enqueue(Scenario(status=500))
+    r = httpx.post(gateway.url + "/v1/messages/count_tokens?beta=true", headers={"x-api-key": key},
+                   json={"model": "claude-sonnet-4", "messages": [{"role": "user", "content": "x"}]})
+    assert r.status_code == 502 and r.json()["error"]["type"] == "api_error"
+
+
+@pytest.mark.parametrize("method,path", [("HEAD", "/"), ("GET", "/"), ("HEAD", "/api/hello"),
+                                         ("HEAD", "/api/v1/api/hello")])
+def test_probes_answer_200(gateway, method, path):
+    """Claude Code's connectivity probes get 200."""
+    assert httpx.request(method, gateway.url + path).status_code == 200
+
+
+def test_cors_preflight_on_api_routes(gateway):
+    """Browser clients get CORS preflight answers on API routes."""
+    r = httpx.options(gateway.url + "/v1/messages", headers={
+        "Origin": "https://app.example", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "x-api-key, anthropic-dangerous-direct-browser-access"})
+    assert r.status_code == 204 and r.headers["access-control-allow-origin"] == "*"
+    assert "anthropic-dangerous-direct-browser-access" in r.headers["access-control-allow-headers"]
