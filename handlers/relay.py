@@ -19,7 +19,7 @@ from services.catalog import Model
 from services.errors import GatewayError, UpstreamError
 from services.keys import Principal
 from services.money import fmt_credits
-from services.sse import ANTHROPIC_PING, EventBuffer, anthropic_error_event, event_data
+from services.sse import ANTHROPIC_PING, EventBuffer, anthropic_error_event, event_data, event_name
 from services.upstream import pass_back_headers
 
 CLIENT_GONE = 499  # nginx's convention for "client closed the request"
@@ -38,6 +38,18 @@ class Adapter(Protocol):
     def error_frame(self, err: GatewayError) -> bytes: ...
     def finished(self) -> bool: ...          # the stream reached its proper end (or an error)
     def estimated_output(self) -> int: ...   # output tokens streamed, if no count arrived
+
+
+def note_usage(adapter, name: str, data: dict, usage: Usage) -> None:
+    """Fold one parsed upstream event into the request's usage and the adapter's state."""
+    if name == "message_start":
+        usage.update((data.get("message") or {}).get("usage"))
+    elif name == "message_delta":
+        usage.update(data.get("usage"))
+        adapter.saw_delta_usage = True
+    elif name == "error":
+        err = data.get("error") or {}
+        adapter.error = f"{err.get('type', 'error')}: {err.get('message', '')}"
 
 
 class AnthropicPassthrough:
@@ -61,19 +73,11 @@ class AnthropicPassthrough:
             if ev.startswith(b"event: content_block_delta"):
                 self._delta_events += 1
                 self._delta_bytes += len(ev)
-            elif ev.startswith((b"event: message_start", b"event: message_delta")):
-                data = event_data(ev) or {}
-                if data.get("type") == "message_start":
-                    usage.update((data.get("message") or {}).get("usage"))
-                else:
-                    usage.update(data.get("usage"))
-                    self.saw_delta_usage = True
+            elif ev.startswith((b"event: message_start", b"event: message_delta", b"event: error")):
+                note_usage(self, event_name(ev).decode(), event_data(ev) or {}, usage)
+                self.done = self.done or self.error is not None
             elif ev.startswith(b"event: message_stop"):
                 self.done = True
-            elif ev.startswith(b"event: error"):
-                self.done = True
-                err = (event_data(ev) or {}).get("error") or {}
-                self.error = f"{err.get('type', 'error')}: {err.get('message', '')}"
         return events[0] if len(events) == 1 else b"".join(events)
 
     def error_frame(self, err: GatewayError) -> bytes:
