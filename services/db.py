@@ -25,10 +25,40 @@ __all__ = ["connect", "ensure_indexes", "ReturnDocument", "DuplicateKeyError", "
 AFTER = ReturnDocument.AFTER
 
 
+def _index_embedded_id_lookups() -> None:
+    """Make mongomock answer `{"_id": value, …}` filters from its id-keyed store.
+
+    mongomock evaluates every filter against every document, so the balance updates on the
+    hot path (always by `_id`) would slow down linearly with the number of users. Only the
+    embedded store is touched; results are identical (the rest of the filter still applies).
+    """
+    from mongomock.collection import Collection
+    from mongomock.filtering import filter_applies
+
+    if getattr(Collection, "_cheaplm_id_lookup", False):
+        return
+    scan = Collection._iter_documents
+
+    def iter_documents(self, filter):
+        doc_id = filter.get("_id") if isinstance(filter, dict) else None
+        if doc_id is None or isinstance(doc_id, dict):
+            return scan(self, filter)
+        try:
+            doc = self._store[doc_id] if doc_id in self._store else None
+        except TypeError:  # an unhashable _id value: fall back to the scan
+            return scan(self, filter)
+        return iter([doc] if doc is not None and filter_applies(filter, doc) else [])
+
+    Collection._iter_documents = iter_documents
+    Collection._cheaplm_id_lookup = True
+
+
 def connect(settings: Settings):
     """Return (client, database) for the configured store. Call inside the running loop."""
     if settings.embedded:
         from mongomock_motor import AsyncMongoMockClient
+
+        _index_embedded_id_lookups()
 
         log.warning("MONGODB_URI is memory:// — using the embedded in-process store; "
                     "NO DATA IS PERSISTED. Set MONGODB_URI=mongodb://… for production.")
