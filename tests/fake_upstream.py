@@ -19,7 +19,7 @@ import json
 import re
 import shlex
 from collections import deque
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -136,13 +136,13 @@ def parse_directive(body: dict) -> dict | None:
                   "hang": lambda v: v.lower() in ("1", "true", "yes", "on")}
     out: dict[str, Any] = {}
     for token in tokens:
-        key, _, value = token.partition("=")
+        key, sep, value = token.partition("=")
         try:
             if key == "tool":
                 out["tool_calls"] = [{"name": n, "input": sample_input(schemas.get(n))}
                                      for n in value.split(",") if n]
             elif key in converters:
-                out[key] = converters[key](value if _ else "true")
+                out[key] = converters[key](value if sep else "true")  # bare `hang`
         except ValueError:
             pass  # a malformed value is ignored, like an unknown key
     return out
@@ -394,9 +394,6 @@ class _Reply:
                     for i, name, args in self.tools]
         return {**self.envelope(), "content": content, "stop_reason": self.stop_reason,
                 "usage": self.usage}
-
-
-SCENARIO_FIELDS = [f.name for f in fields(Scenario)]
 
 
 async def _main() -> None:
