@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import httpx
@@ -14,7 +15,7 @@ import orjson
 import tornado.iostream
 
 from handlers.base import ApiHandler, log
-from services.billing import Usage
+from services.billing import Hold, Receipt, Usage
 from services.catalog import Model
 from services.errors import GatewayError, UpstreamError
 from services.keys import Principal
@@ -154,38 +155,37 @@ class RelayHandler(ApiHandler):
         self.adapter = adapter
         hold = await s.billing.hold(principal, model, request_id=self.request_id,
                                     est_input_tokens=est_input_tokens, max_tokens=max_tokens, started=started)
-        usage, record = Usage(), {"endpoint": self.endpoint, "stream": stream, "status": 200,
-                                  "upstream_request_id": None, "error": None}
+        call = _Call(hold, adapter, started, {"endpoint": self.endpoint, "stream": stream, "status": 200,
+                                              "upstream_request_id": None, "error": None})
         response: httpx.Response | None = None
         out: bytes | None = None
         try:
             response = await s.upstream.open(upstream_path, body, self.request.headers, query=query)
-            record["upstream_request_id"] = response.headers.get("request-id")
+            call.record["upstream_request_id"] = response.headers.get("request-id")
             if response.status_code != 200:
                 raise await s.upstream.error_for(response)
             for name, value in pass_back_headers(response).items():
                 self.set_header(name, value)
             if stream:
-                await self._stream(response, usage, adapter, record, started)
+                await self._stream(response, call)
             else:
                 raw = await s.upstream.read(response)
                 try:
                     data = orjson.loads(raw)
                 except orjson.JSONDecodeError:
                     raise UpstreamError("The upstream failed: its answer was not JSON.") from None
-                usage.update(data.get("usage"))
+                call.usage.update(data.get("usage"))
                 out = adapter.complete(raw, data)
         except GatewayError as err:
-            record.update(status=err.status, error=err.message)
+            call.record.update(status=err.status, error=err.message)
             raise
         except BaseException as exc:
-            record.update(status=500, error=type(exc).__name__)
+            call.record.update(status=500, error=type(exc).__name__)
             raise
         finally:
             if response is not None:
                 await response.aclose()
-            record["latency_ms"] = round((time.monotonic() - started) * 1000, 2)
-            receipt = await s.billing.settle(hold, usage, record=record)
+            receipt = await self._settle(call)
         if out is not None:
             self.set_header("Content-Type", adapter.content_type)
             if "request-id" not in self._headers:
@@ -196,8 +196,15 @@ class RelayHandler(ApiHandler):
         elif not self._finished:
             self.finish()
 
-    async def _stream(self, response: httpx.Response, usage: Usage, adapter: Adapter, record: dict,
-                      started: float) -> None:
+    async def _settle(self, call: "_Call") -> Receipt:
+        """Settle once. Shielded: a disconnect that cancels the pump cannot cut it in half."""
+        if call.settling is None:
+            call.record["latency_ms"] = round((time.monotonic() - call.started) * 1000, 2)
+            call.settling = asyncio.ensure_future(
+                self.services.billing.settle(call.hold, call.usage, record=call.record))
+        return await asyncio.shield(call.settling)
+
+    async def _stream(self, response: httpx.Response, call: "_Call") -> None:
         self.set_header("Content-Type", "text/event-stream; charset=utf-8")
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")
@@ -206,7 +213,7 @@ class RelayHandler(ApiHandler):
         self.last_write = time.monotonic()
         keepalive = self.application.settings["keepalive"]
         keepalive.streams.add(self)
-        self._pump = asyncio.ensure_future(self._pump_events(response, usage, adapter, record, started))
+        self._pump = asyncio.ensure_future(self._pump_events(response, call))
         try:
             await self._pump
         except (asyncio.CancelledError, tornado.iostream.StreamClosedError):
@@ -214,40 +221,55 @@ class RelayHandler(ApiHandler):
                 raise
         finally:
             keepalive.streams.discard(self)
-        if self._client_gone:
-            record.update(status=CLIENT_GONE, error="client disconnected")
-            if not adapter.saw_delta_usage:
-                usage.output_tokens = max(usage.output_tokens, adapter.estimated_output())
+        if self._client_gone and call.settling is None:
+            call.record.update(status=CLIENT_GONE, error="client disconnected")
+            if not call.adapter.saw_delta_usage:
+                call.usage.output_tokens = max(call.usage.output_tokens, call.adapter.estimated_output())
 
-    async def _pump_events(self, response: httpx.Response, usage: Usage, adapter: Adapter, record: dict,
-                           started: float) -> None:
+    async def _pump_events(self, response: httpx.Response, call: "_Call") -> None:
+        adapter, record = call.adapter, call.record
         buffer = EventBuffer()
         try:
             async for chunk in response.aiter_raw():
                 events = buffer.feed(chunk)
                 if not events:
                     continue
-                out = adapter.events(events, usage)
+                out = adapter.events(events, call.usage)
+                if adapter.finished() and not adapter.error:
+                    # Settle before the final event goes out, so a client that reads its
+                    # balance right after the stream ends sees the settled figure.
+                    await self._settle(call)
                 if out:
                     if "ttft_ms" not in record:
-                        record["ttft_ms"] = round((time.monotonic() - started) * 1000, 2)
+                        record["ttft_ms"] = round((time.monotonic() - call.started) * 1000, 2)
                     self.write(out)
                     self.last_write = time.monotonic()
                     await self.flush()
         except httpx.TimeoutException:
-            self._stream_error(adapter, record, UpstreamError("The upstream stopped responding mid-stream."))
+            self._stream_error(call, UpstreamError("The upstream stopped responding mid-stream."))
             return
         except httpx.HTTPError as exc:
-            self._stream_error(adapter, record, UpstreamError(
-                f"The upstream failed mid-stream ({type(exc).__name__})."))
+            self._stream_error(call, UpstreamError(f"The upstream failed mid-stream ({type(exc).__name__})."))
             return
         if adapter.error:
             record.update(status=502, error=adapter.error)
         elif not adapter.finished():
-            self._stream_error(adapter, record, UpstreamError("The upstream closed the stream before it finished."))
+            self._stream_error(call, UpstreamError("The upstream closed the stream before it finished."))
 
-    def _stream_error(self, adapter: Adapter, record: dict, err: GatewayError) -> None:
+    def _stream_error(self, call: "_Call", err: GatewayError) -> None:
         """After the 200 went out, an error can only be reported in-band."""
-        record.update(status=err.status, error=err.message)
+        call.record.update(status=err.status, error=err.message)
         log.warning("stream %s: %s", self.request_id, err.message)
-        self.send_bytes(adapter.error_frame(err))
+        self.send_bytes(call.adapter.error_frame(err))
+
+
+@dataclass
+class _Call:
+    """One relayed request's billing state, shared by the relay, the pump and settlement."""
+
+    hold: Hold
+    adapter: Adapter
+    started: float
+    record: dict
+    usage: Usage = field(default_factory=Usage)
+    settling: asyncio.Future | None = None
