@@ -153,6 +153,7 @@ class RelayHandler(ApiHandler):
         started = time.monotonic()
         s = self.services
         self.adapter = adapter
+        await s.ratelimit.check(principal)
         hold = await s.billing.hold(principal, model, request_id=self.request_id,
                                     est_input_tokens=est_input_tokens, max_tokens=max_tokens, started=started)
         call = _Call(hold, adapter, started, {"endpoint": self.endpoint, "stream": stream, "status": 200,

@@ -42,6 +42,8 @@ class Settings:
     keepalive_interval: float = _setting(15.0, "Seconds of stream silence before the gateway "
                                          "sends a keep-alive (ping event / SSE comment).")
     max_body_mb: float = _setting(32.0, "Largest request body accepted, in MB (413 above).")
+    rate_limit_rpm: int = _setting(0, "Default requests per minute per API key (0 = unlimited); "
+                                   "a key's own `rpm` limit overrides it.")
     key_cache_seconds: float = _setting(1.0, "How long a key lookup is cached in-process; a freeze "
                                         "made in another process takes effect within this time.")
     hold_stale_seconds: float = _setting(3600.0, "Holds older than this are released at start-up "

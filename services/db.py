@@ -82,3 +82,4 @@ async def ensure_indexes(db) -> None:
     await db.ledger.create_index([("user_id", ASCENDING), ("created_at", DESCENDING)])
     await db.topup_codes.create_index("code_hash", unique=True)
     await db.login_attempts.create_index("key", unique=True)
+    await db.rate_limits.create_index("expires_at", expireAfterSeconds=0)

@@ -46,6 +46,7 @@ class Principal:
     credit_cap: int | None = None          # micro-credits the key may spend in total
     allowed_models: tuple[str, ...] = ()   # empty = all
     expires_at: dt.datetime | None = None
+    rpm: int = 0                           # requests per minute; 0 = the gateway default
 
 
 @dataclass
@@ -59,14 +60,14 @@ class KeyService:
     _last_used: dict[object, float] = field(default_factory=dict)
 
     async def create(self, user_id, name: object, *, credit_cap=None, expires_at=None,
-                     allowed_models=None) -> tuple[str, dict]:
+                     allowed_models=None, rpm=None) -> tuple[str, dict]:
         """Create a key for the user. Returns (full key — shown this once, key document)."""
         name = self._check_name(name)
         raw = new_key()
         doc = {"user_id": as_object_id(user_id), "name": name, "key_hash": hash_key(raw),
                "prefix": display_prefix(raw), "created_at": utcnow(), "last_used_at": None,
                "frozen": False, "revoked": False, "spent": 0}
-        doc.update(self._limits(credit_cap, expires_at, allowed_models))
+        doc.update(self._limits(credit_cap, expires_at, allowed_models, rpm))
         doc["cap_left"] = doc["credit_cap"]
         result = await self.db.api_keys.insert_one(doc)
         doc["_id"] = result.inserted_id
@@ -115,7 +116,8 @@ class KeyService:
             expires = expires.replace(tzinfo=dt.timezone.utc)
         principal = Principal(user_id=key["user_id"], username=user["username"], key_id=key["_id"],
                               key_name=key["name"], credit_cap=key.get("credit_cap"),
-                              allowed_models=tuple(key.get("allowed_models") or ()), expires_at=expires)
+                              allowed_models=tuple(key.get("allowed_models") or ()), expires_at=expires,
+                              rpm=int(key.get("rpm") or 0))
         problem = None
         if key.get("frozen"):
             problem = "This API key is frozen."
@@ -182,9 +184,16 @@ class KeyService:
         return name.strip()
 
     @staticmethod
-    def _limits(credit_cap=None, expires_at=None, allowed_models=None) -> dict:
+    def _limits(credit_cap=None, expires_at=None, allowed_models=None, rpm=None) -> dict:
         """Validate optional per-key limits into document fields (None clears a limit)."""
-        out: dict = {"credit_cap": None, "expires_at": None, "allowed_models": []}
+        out: dict = {"credit_cap": None, "expires_at": None, "allowed_models": [], "rpm": 0}
+        if rpm not in (None, ""):
+            try:
+                out["rpm"] = int(rpm)
+            except (TypeError, ValueError):
+                raise InvalidRequest("Requests per minute must be a whole number.", param="rpm") from None
+            if out["rpm"] < 0:
+                raise InvalidRequest("Requests per minute must not be negative.", param="rpm")
         if credit_cap not in (None, ""):
             try:
                 out["credit_cap"] = to_micro(credit_cap)

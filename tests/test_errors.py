@@ -207,3 +207,26 @@ def test_unexpected_failure_is_500_with_request_id_and_no_traceback(gateway, mon
 def test_unknown_api_path_is_json_404(gateway):
     """Unknown API paths answer in the documented error shape."""
     assert_error(httpx.get(gateway.url + "/v1/nothing"), 404, "not_found_error")
+
+
+def test_rate_limit_is_429_with_retry_after(gateway):
+    """A key past its requests-per-minute limit gets 429 rate_limit_error with retry-after; the SDK raises."""
+    username = gateway.create_user()
+    key = gateway.create_key(username, rpm=2)
+    assert call(gateway, key).status_code == 200
+    assert call(gateway, key).status_code == 200
+    r = call(gateway, key)
+    assert_error(r, 429, "rate_limit_error", "2 requests per minute")
+    assert 1 <= int(r.headers["retry-after"]) <= 60
+    client = anthropic.Anthropic(api_key=key, base_url=gateway.url, max_retries=0)
+    with pytest.raises(anthropic.RateLimitError):
+        client.messages.create(**OK_BODY)
+    assert len(gateway.fake.requests) == 2
+
+
+def test_default_rate_limit_applies_to_every_key(gateway_factory):
+    """RATE_LIMIT_RPM limits keys that set no limit of their own."""
+    gw = gateway_factory(rate_limit_rpm=1)
+    _, key = gw.user_with_key()
+    assert call(gw, key).status_code == 200
+    assert call(gw, key).status_code == 429
