@@ -217,3 +217,26 @@ def test_concurrent_streams_are_independent(gateway):
     assert len(results) == 8
     for i, text in results:
         assert text.count(f"w{i}") == 3 and "message_stop" in text
+
+
+def test_stream_bytes_identical_to_the_upstream_stream(gateway):
+    """The relayed SSE bytes (thinking, signature_delta, tool_use input_json_delta) equal the upstream's own."""
+    import re
+
+    _, key = gateway.user_with_key()
+    scenario = Scenario(thinking="Consider it.", text="Reading.", tool_calls=[{"name": "read", "input": {"p": "ä.py"}}],
+                        usage={"input_tokens": 7, "output_tokens": 9, "cache_read_input_tokens": 3})
+    body = {"model": "claude-sonnet-4-20250514", "max_tokens": 3000, "stream": True, "messages": HELLO,
+            "thinking": {"type": "enabled", "budget_tokens": 1024},
+            "tools": [{"name": "read", "input_schema": {"type": "object"}}]}
+    gateway.fake.enqueue(scenario, scenario)
+    via_gateway = post(gateway, key, body).content
+    direct = httpx.post(gateway.fake.base_url + "/v1/messages", json=body, timeout=20,
+                        headers={"x-api-key": gateway.fake.api_key, "anthropic-version": "2023-06-01"}).content
+
+    def norm(raw: bytes) -> bytes:  # only the fake's per-request counters differ
+        return re.sub(rb"(msg|toolu)_fake_\d+", rb"\1_fake_N", raw)
+
+    assert norm(via_gateway) == norm(direct)
+    assert b'"type":"signature_delta","signature":"EqQBCkYIARgCKkBfakeSignature=="' in via_gateway
+    assert b"input_json_delta" in via_gateway
