@@ -16,7 +16,7 @@ import jinja2
 import tornado.httpserver
 import tornado.web
 
-from handlers import admin_api, messages, models, pages
+from handlers import account, admin_api, auth, dashboard, keys_pages, messages, models, openai, pages, topup
 from handlers.base import NotFoundApiHandler, NotFoundPageHandler
 from handlers.relay import KeepAlive
 from services import db as dbmod
@@ -24,6 +24,9 @@ from services.billing import BillingService
 from services.catalog import CatalogService
 from services.config import ConfigError, Settings
 from services.keys import KeyService
+from services.ratelimit import RateLimitService
+from services.throttle import ThrottleService
+from services.topup import TopupService
 from services.upstream import UpstreamService
 from services.usage import UsageService
 from services.users import UserService
@@ -32,7 +35,7 @@ ROOT = Path(__file__).resolve().parent
 log = logging.getLogger("cheaplm")
 
 # Each handlers module ends with `routes = [...]`; later modules plug in here.
-ROUTE_MODULES = [messages, models, admin_api, pages]
+ROUTE_MODULES = [messages, openai, models, admin_api, auth, dashboard, keys_pages, topup, account, pages]
 
 
 @dataclass
@@ -47,6 +50,9 @@ class Services:
     usage: UsageService
     billing: BillingService
     upstream: UpstreamService
+    ratelimit: RateLimitService
+    topup: TopupService
+    throttle: ThrottleService
 
 
 async def build_services(settings: Settings, *, db=None, http_client: httpx.AsyncClient | None = None) -> Services:
@@ -55,11 +61,13 @@ async def build_services(settings: Settings, *, db=None, http_client: httpx.Asyn
         _, db = dbmod.connect(settings)
     await dbmod.ensure_indexes(db)
     usage = UsageService(db)
+    billing = BillingService(db, usage)
     services = Services(
         settings=settings, db=db, catalog=CatalogService(db), users=UserService(db),
         keys=KeyService(db, usage=usage, cache_seconds=settings.key_cache_seconds), usage=usage,
-        billing=BillingService(db, usage),
-        upstream=UpstreamService(db, settings, http_client or UpstreamService.make_client(settings)))
+        billing=billing, topup=TopupService(db, billing), throttle=ThrottleService(db),
+        upstream=UpstreamService(db, settings, http_client or UpstreamService.make_client(settings)),
+        ratelimit=RateLimitService(db, settings.rate_limit_rpm))
     await services.catalog.seed()
     await services.upstream.seed()
     if settings.admin_username:
@@ -73,8 +81,7 @@ def make_app(services: Services) -> tornado.web.Application:
     """The Tornado application for these services (tests call this too)."""
     settings = services.settings
     routes = [r for module in ROUTE_MODULES for r in module.routes]
-    routes += [(r"/(?:api|v1|cursor|admin/api)(?:/.*)?", NotFoundApiHandler),
-               (r"/chat/completions/?", NotFoundApiHandler)]
+    routes.append((r"/(?:api|v1|cursor|admin/api)(?:/.*)?", NotFoundApiHandler))
     cookie_secret = settings.cookie_secret or secrets.token_hex(32)
     jinja_env = jinja2.Environment(loader=jinja2.FileSystemLoader(ROOT / "templates"),
                                    autoescape=jinja2.select_autoescape(default=True))

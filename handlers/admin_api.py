@@ -9,14 +9,15 @@ import hmac
 
 from handlers.base import ApiHandler
 from services.errors import AuthenticationFailed, InvalidRequest
-from services.money import to_credits
+from services.money import to_credits, to_micro
 
 
 def key_json(doc: dict, spent: int | None = None) -> dict:
     out = {"id": str(doc["_id"]), "name": doc["name"], "prefix": doc["prefix"], "frozen": doc.get("frozen", False),
            "created_at": doc.get("created_at"), "last_used_at": doc.get("last_used_at"),
            "credit_cap": to_credits(doc["credit_cap"]) if doc.get("credit_cap") is not None else None,
-           "expires_at": doc.get("expires_at"), "allowed_models": doc.get("allowed_models") or []}
+           "expires_at": doc.get("expires_at"), "allowed_models": doc.get("allowed_models") or [],
+           "rpm": doc.get("rpm") or 0}
     if spent is not None:
         out["credits_used"] = to_credits(spent)
     return out
@@ -90,7 +91,7 @@ class UserKeysAdminApiHandler(AdminApiHandler):
         user = await self.services.users.by_username(username)
         raw, doc = await self.services.keys.create(user["_id"], body.get("name"), credit_cap=body.get("credit_cap"),
                                                    expires_at=body.get("expires_at"),
-                                                   allowed_models=body.get("allowed_models"))
+                                                   allowed_models=body.get("allowed_models"), rpm=body.get("rpm"))
         self.write_json({**key_json(doc), "key": raw}, status=201)
 
 
@@ -120,6 +121,17 @@ class UsageAdminApiHandler(AdminApiHandler):
         self.write_json({"object": "list", "data": rows})
 
 
+class TopupCodesAdminApiHandler(AdminApiHandler):
+    """POST /admin/api/topup-codes {"credits", "count"?, "note"?} → 201 {"codes": [...]}, shown once."""
+
+    async def post(self) -> None:
+        body = self.json_body()
+        codes = await self.services.topup.generate(
+            body.get("credits"), count=body.get("count", 1), note=body.get("note"), created_by="admin-api")
+        self.write_json({"codes": codes, "credits": to_credits(to_micro(body["credits"])),
+                         "note": (body.get("note") or "").strip()}, status=201)
+
+
 routes = [
     (r"/admin/api/users/?", UsersAdminApiHandler),
     (r"/admin/api/users/([^/]+)/credits/?", UserCreditsAdminApiHandler),
@@ -127,4 +139,6 @@ routes = [
     (r"/admin/api/users/([^/]+)/?", UserAdminApiHandler),
     (r"/admin/api/keys/([^/]+)/?", KeyAdminApiHandler),
     (r"/admin/api/usage/?", UsageAdminApiHandler),
+    (r"/admin/api/topup-codes/?", TopupCodesAdminApiHandler),
 ]
+

@@ -4,6 +4,9 @@ This module is the one place where domain errors become HTTP responses.
 """
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
+import hmac
 import logging
 import secrets
 import time
@@ -15,6 +18,7 @@ from markupsafe import Markup
 
 from services.errors import GatewayError, InvalidRequest, NotFound, RequestTooLarge
 from services.keys import Principal
+from services.money import fmt_credits
 
 log = logging.getLogger("cheaplm")
 
@@ -144,7 +148,10 @@ class NotFoundApiHandler(ApiHandler):
 
 def safe_next(target: str | None, default: str = "/dashboard") -> str:
     """A post-login redirect target restricted to local paths (no //host or scheme)."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+    # Browsers drop tabs/newlines and treat "\\" as "/" in URLs, so "/\t/evil.com" and
+    # "/\\evil.com" would leave the site: reject any control character or backslash.
+    if (not target or not target.startswith("/") or target.startswith("//") or "\\" in target
+            or any(ord(c) < 0x21 or ord(c) == 0x7F for c in target)):
         return default
     parsed = urlparse(target)
     if parsed.scheme or parsed.netloc:
@@ -152,32 +159,102 @@ def safe_next(target: str | None, default: str = "/dashboard") -> str:
     return target
 
 
+def _install_filters(env) -> None:
+    """Display filters for templates: exact credits, thousands separators, UTC times."""
+    env.filters.update(credits=fmt_credits, signed_credits=fmt_signed_credits, num=fmt_int,
+                       when=fmt_when, day=fmt_day)
+    env.globals["_cheaplm_filters"] = True
+
+
+def fmt_signed_credits(micro: int) -> str:
+    return ("+" if micro > 0 else "−" if micro < 0 else "") + fmt_credits(abs(micro))
+
+
+def fmt_int(value) -> str:
+    return f"{int(value or 0):,}"
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    # Motor returns aware datetimes (tz_aware=True); the embedded store returns naive UTC.
+    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+
+
+def fmt_when(value) -> str:
+    return _utc(value).strftime("%Y-%m-%d %H:%M:%S") if isinstance(value, dt.datetime) else "—"
+
+
+def fmt_day(value) -> str:
+    return _utc(value).strftime("%Y-%m-%d") if isinstance(value, dt.datetime) else "—"
+
+
 class PageHandler(BaseHandler):
-    """Server-rendered pages: signed session cookie, XSRF on every form, Jinja templates."""
+    """Server-rendered pages: signed session cookie, XSRF on every form, Jinja templates.
+
+    The session cookie holds `user_id:fingerprint`, the fingerprint derived from the
+    password hash, so changing the password signs out every other session.
+    """
 
     SESSION_COOKIE = "cheaplm_session"
+    FLASH_COOKIE = "cheaplm_flash"
     SESSION_DAYS = 14
+    MAX_FORM_BYTES = 64 * 1024
+
+    def set_default_headers(self) -> None:
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("X-Frame-Options", "DENY")
+        self.set_header("Referrer-Policy", "same-origin")
+        self.set_header("Content-Security-Policy",
+                        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+                        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
+
+    def set_cookie(self, name: str, value, **kwargs) -> None:
+        """Every site cookie is HttpOnly and SameSite=Lax, and Secure when served over https."""
+        kwargs.setdefault("httponly", True)
+        kwargs.setdefault("samesite", "Lax")
+        if self.request.protocol == "https":
+            kwargs.setdefault("secure", True)
+        super().set_cookie(name, value, **kwargs)
 
     async def prepare(self) -> None:
         self._user = None
+        if len(self.request.body) > self.MAX_FORM_BYTES:
+            raise RequestTooLarge("That form is too large.")
         raw = self.get_signed_cookie(self.SESSION_COOKIE, max_age_days=self.SESSION_DAYS)
-        if raw:
-            try:
-                self._user = await self.services.users.get(raw.decode())
-            except GatewayError:
-                self._user = None
-            if self._user is not None and self._user.get("frozen"):
-                self._user = None
+        if not raw:
+            return
+        user_id, _, fingerprint = raw.decode(errors="replace").partition(":")
+        try:
+            user = await self.services.users.get(user_id)
+        except GatewayError:
+            return
+        if not user.get("frozen") and hmac.compare_digest(fingerprint, self._fingerprint(user)):
+            self._user = user
+
+    def _fingerprint(self, user: dict) -> str:
+        # Keyed, so the (signed, not encrypted) cookie reveals nothing about the hash.
+        key = str(self.application.settings["cookie_secret"]).encode()
+        return hmac.new(key, f"session:{user.get('password_hash') or ''}".encode(), hashlib.sha256).hexdigest()[:32]
 
     def get_current_user(self):
         return getattr(self, "_user", None)
 
+    def page_argument(self, name: str = "page") -> int:
+        """A 1-based page number from the query string (1 when absent or not a number)."""
+        try:
+            return min(max(int(self.get_argument(name, "1")), 1), 100_000)
+        except ValueError:
+            return 1
+
     def login(self, user: dict) -> None:
-        self.set_signed_cookie(self.SESSION_COOKIE, str(user["_id"]), expires_days=self.SESSION_DAYS,
-                               httponly=True, samesite="Lax", secure=self.request.protocol == "https")
+        self.set_signed_cookie(self.SESSION_COOKIE, f"{user['_id']}:{self._fingerprint(user)}",
+                               expires_days=self.SESSION_DAYS)
 
     def logout(self) -> None:
         self.clear_cookie(self.SESSION_COOKIE)
+
+    def flash(self, message: str) -> None:
+        """Show `message` once, on the next page this browser renders (signed cookie)."""
+        self.set_signed_cookie(self.FLASH_COOKIE, message, expires_days=None)
 
     def require_user(self) -> dict | None:
         """The signed-in user, or None after redirecting to /login?next=…"""
@@ -190,28 +267,47 @@ class PageHandler(BaseHandler):
         configured = self.services.settings.public_base_url
         return configured.rstrip("/") if configured else f"{self.request.protocol}://{self.request.host}"
 
+    def _take_flash(self) -> str | None:
+        if not self.get_cookie(self.FLASH_COOKIE):
+            return None
+        self.clear_cookie(self.FLASH_COOKIE)
+        raw = self.get_signed_cookie(self.FLASH_COOKIE, max_age_days=1)
+        return raw.decode(errors="replace") if raw else None
+
     def render_page(self, template: str, status: int = 200, **context) -> None:
         env = self.application.settings["jinja_env"]
+        if "_cheaplm_filters" not in env.globals:
+            _install_filters(env)
         ctx = {"current_user": self.current_user, "request": self.request, "base_url": self.base_url(),
                "xsrf_form_html": Markup(self.xsrf_form_html()), "static_url": self.static_url,
-               "flash": self.get_argument("flash", None), "now": time.time()}
+               "flash": self._take_flash(), "now": time.time()}
         ctx.update(context)
         self.set_status(status)
         self.set_header("Content-Type", "text/html; charset=utf-8")
+        if self.current_user is not None:
+            self.set_header("Cache-Control", "no-store")
         self.finish(env.get_template(template).render(**ctx))
 
     def write_error(self, status_code: int, **kwargs) -> None:
         err = self.gateway_error(kwargs.get("exc_info"))
-        if status_code == 403 and "_xsrf" in str(kwargs.get("exc_info", ("", ""))[1]):
+        exc = (kwargs.get("exc_info") or (None, None))[1]
+        if status_code == 403 and isinstance(exc, tornado.web.HTTPError) and "xsrf" in str(exc).lower():
             message = "Your form expired or was sent from another site. Reload the page and try again."
         else:
             message = err.message
+        for name, value in err.headers.items():
+            self.set_header(name, value)
         try:
-            self.render_page("error.html", status=err.status, status_code=err.status, message=message)
+            self.render_page("error.html", status=err.status, status_code=err.status, message=message,
+                             title=_ERROR_TITLES.get(err.status, "Something went wrong"))
         except Exception:  # the error page itself failed: plain text, never a traceback
             log.exception("error page failed (%s)", self.request_id)
             self.set_header("Content-Type", "text/plain; charset=utf-8")
             self.finish(f"{err.status}: {message}")
+
+
+_ERROR_TITLES = {400: "That did not work", 403: "Not allowed", 404: "Page not found",
+                 405: "Not allowed", 413: "Too large", 429: "Slow down"}
 
 
 class NotFoundPageHandler(PageHandler):

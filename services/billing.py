@@ -208,8 +208,10 @@ class BillingService:
         return user["balance"] + user["held"]
 
     async def ledger(self, user_id, *, limit: int = 50, skip: int = 0) -> list[dict]:
-        return await self.db.ledger.find({"user_id": as_object_id(user_id)}, {"_id": 0}).sort(
-            "created_at", -1).skip(skip).limit(limit).to_list(limit)
+        """The user's credit movements, newest first (ties in time broken by insertion order)."""
+        cursor = self.db.ledger.find({"user_id": as_object_id(user_id)}, {"_id": 0})
+        cursor = cursor.sort([("created_at", -1), ("_id", -1)]).skip(skip).limit(limit)
+        return await cursor.to_list(limit)
 
     async def release_stale_holds(self, *, older_than: dt.datetime) -> int:
         """Release holds placed before `older_than` (their process died before settling) and

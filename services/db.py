@@ -82,4 +82,6 @@ async def ensure_indexes(db) -> None:
     await db.ledger.create_index([("user_id", ASCENDING), ("created_at", DESCENDING)])
     await db.topup_codes.create_index("code_hash", unique=True)
     await db.login_attempts.create_index("key", unique=True)
+    # Throttle windows last minutes; a day later MongoDB deletes the document itself.
+    await db.login_attempts.create_index("window_start", expireAfterSeconds=86400)
     await db.rate_limits.create_index("expires_at", expireAfterSeconds=0)

@@ -11,6 +11,10 @@ from dataclasses import dataclass
 from services.users import as_object_id
 
 TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+# What the dashboard's request table shows (an inclusion projection keeps pages small).
+TABLE_FIELDS = {"_id": 0, **{f: 1 for f in (
+    "request_id", "key_name", "model", "endpoint", "stream", "status", "error", "total_tokens", "credits",
+    "latency_ms", "ttft_ms", "created_at", *TOKEN_FIELDS)}}
 
 
 @dataclass
@@ -35,28 +39,26 @@ class UsageService:
             {"user_id": doc["user_id"], "day": doc["day"], "key_id": doc["key_id"], "model": doc["model"]},
             {"$inc": inc}, upsert=True)
 
+    @staticmethod
+    def _query(user_id=None, key_id=None, model: str | None = None) -> dict:
+        query: dict = {}
+        if user_id is not None:
+            query["user_id"] = as_object_id(user_id)
+        if key_id is not None:
+            query["key_id"] = as_object_id(key_id)
+        if model:
+            query["model"] = model
+        return query
+
     async def recent(self, *, user_id=None, key_id=None, model: str | None = None,
                      limit: int = 50, skip: int = 0) -> list[dict]:
         """Newest usage records first, optionally filtered."""
-        query: dict = {}
-        if user_id is not None:
-            query["user_id"] = as_object_id(user_id)
-        if key_id is not None:
-            query["key_id"] = as_object_id(key_id)
-        if model:
-            query["model"] = model
-        cursor = self.db.usage.find(query, {"_id": 0}).sort("created_at", -1).skip(skip).limit(limit)
+        cursor = self.db.usage.find(self._query(user_id, key_id, model), {"_id": 0}).sort(
+            "created_at", -1).skip(skip).limit(limit)
         return await cursor.to_list(limit)
 
     async def count(self, *, user_id=None, key_id=None, model: str | None = None) -> int:
-        query: dict = {}
-        if user_id is not None:
-            query["user_id"] = as_object_id(user_id)
-        if key_id is not None:
-            query["key_id"] = as_object_id(key_id)
-        if model:
-            query["model"] = model
-        return await self.db.usage.count_documents(query)
+        return await self.db.usage.count_documents(self._query(user_id, key_id, model))
 
     async def daily(self, user_id, *, since_day: str) -> list[dict]:
         """Rollup rows for the user from `since_day` (YYYY-MM-DD) on."""
@@ -67,3 +69,52 @@ class UsageService:
         """Micro-credits a key has spent to date (from the rollups)."""
         rows = await self.db.usage_daily.find({"key_id": as_object_id(key_id)}, {"credits": 1}).to_list(None)
         return sum(r.get("credits", 0) for r in rows)
+
+    async def daily_by_model(self, user_id, *, since_day: str) -> list[dict]:
+        """The user's rollups from `since_day` on, summed per (day, model): one row each with
+        day, model, requests, total_tokens, credits (micro) and errors. Reads rollups only
+        (at most days × keys × models small documents, summed here)."""
+        rows = await self.db.usage_daily.find(
+            {"user_id": as_object_id(user_id), "day": {"$gte": since_day}},
+            {"_id": 0, "day": 1, "model": 1, "requests": 1, "total_tokens": 1, "credits": 1, "errors": 1},
+        ).to_list(None)
+        sums: dict[tuple[str, str], dict] = {}
+        for r in rows:
+            out = sums.setdefault((r["day"], r.get("model")), {
+                "day": r["day"], "model": r.get("model"), "requests": 0, "total_tokens": 0, "credits": 0,
+                "errors": 0})
+            for name in ("requests", "total_tokens", "credits", "errors"):
+                out[name] += r.get(name, 0)
+        return list(sums.values())
+
+    async def totals_by_key(self, user_id, *, key_ids: list | None = None) -> dict:
+        """{key_id: {"requests", "total_tokens", "credits"}} to date for the user's keys (all,
+        or those in `key_ids`), in one aggregation over the rollups (no per-key queries)."""
+        match: dict = {"user_id": as_object_id(user_id)}
+        if key_ids is not None:
+            match["key_id"] = {"$in": [as_object_id(k) for k in key_ids]}
+        rows = await self.db.usage_daily.aggregate([
+            {"$match": match},
+            {"$group": {"_id": "$key_id", "requests": {"$sum": "$requests"},
+                        "total_tokens": {"$sum": "$total_tokens"}, "credits": {"$sum": "$credits"}}},
+        ]).to_list(None)
+        return {r["_id"]: {"requests": r["requests"], "total_tokens": r["total_tokens"], "credits": r["credits"]}
+                for r in rows}
+
+    async def page(self, user_id, *, key_id=None, model: str | None = None, limit: int = 50,
+                   skip: int = 0) -> tuple[list[dict], bool]:
+        """One page of the user's records, newest first, and whether an older page exists.
+
+        Always filtered by owner: a key id of another user matches nothing. Fetches one row
+        more than the page instead of counting every matching record.
+        """
+        cursor = self.db.usage.find(self._query(user_id, key_id, model), TABLE_FIELDS).sort("created_at", -1)
+        rows = await cursor.skip(skip).limit(limit + 1).to_list(limit + 1)
+        return rows[:limit], len(rows) > limit
+
+    async def export(self, user_id, *, key_id=None, model: str | None = None, limit: int = 100_000):
+        """Yield the user's records newest first (at most `limit`), streamed from one cursor."""
+        cursor = self.db.usage.find(self._query(user_id, key_id, model), {"_id": 0, "hold": 0})
+        cursor = cursor.sort("created_at", -1).limit(limit)
+        async for doc in cursor:
+            yield doc

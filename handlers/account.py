@@ -1,0 +1,68 @@
+"""Account page: change email, change password (current one required; other sessions end)."""
+from __future__ import annotations
+
+from handlers.auth import FIELD_MAX
+from handlers.base import PageHandler
+from services.errors import InvalidRequest, RateLimited
+from services.users import EMAIL_RE, PASSWORD_MAX, PASSWORD_RULES
+
+
+class AccountPageHandler(PageHandler):
+    """GET: the forms; POST action=email|password."""
+
+    def get(self) -> None:
+        if self.require_user() is None:
+            return
+        self.show()
+
+    def show(self, *, errors: dict | None = None, email: str | None = None, status: int = 200) -> None:
+        self.render_page("account.html", status=status, errors=errors or {}, rules=PASSWORD_RULES,
+                         password_max=PASSWORD_MAX,
+                         email=self.current_user.get("email") or "" if email is None else email)
+
+    async def post(self) -> None:
+        if self.require_user() is None:
+            return
+        action = self.get_argument("action", "")
+        if action == "email":
+            await self.change_email()
+        elif action == "password":
+            await self.change_password()
+        else:
+            raise InvalidRequest("Unknown action.")
+
+    async def change_email(self) -> None:
+        email = self.get_argument("email", "")
+        if not email or len(email) > FIELD_MAX or not EMAIL_RE.match(email):
+            return self.show(errors={"email": "Enter a valid email address, like name@example.com."},
+                             email=email[:FIELD_MAX], status=400)
+        await self.services.users.set_email(self.current_user["_id"], email)
+        self.flash("Email address saved.")
+        self.redirect("/account")
+
+    async def change_password(self) -> None:
+        user, ip = self.current_user, self.request.remote_ip
+        current = self.get_argument("current_password", "", strip=False)
+        new = self.get_argument("new_password", "", strip=False)
+        if new != self.get_argument("confirm", "", strip=False):
+            return self.show(errors={"confirm": "The two new passwords do not match."}, status=400)
+        try:
+            # Guessing the current password here is a log-in attempt too: same throttle.
+            await self.services.throttle.check_login(user["username"], ip)
+            await self.services.users.change_password(user["_id"], current[:PASSWORD_MAX + 1], new)
+        except RateLimited as exc:
+            return self.show(errors={"current_password": exc.message}, status=429)
+        except InvalidRequest as exc:
+            if exc.param == "current_password":
+                await self.services.throttle.login_failed(user["username"], ip)
+            field = "new_password" if exc.param == "password" else exc.param or "current_password"
+            return self.show(errors={field: exc.message}, status=400)
+        # The session cookie is bound to the password hash: re-issue ours, the others lapse.
+        self.login(await self.services.users.get(user["_id"]))
+        self.flash("Password changed. Any other signed-in browsers were signed out.")
+        self.redirect("/account")
+
+
+routes = [
+    (r"/account/?", AccountPageHandler),
+]

@@ -1,0 +1,123 @@
+"""Sign-up, log-in and log-out pages (session cookie, throttled log-ins, safe `next=`)."""
+from __future__ import annotations
+
+from handlers.base import PageHandler, safe_next
+from services.errors import GatewayError, InvalidRequest, RateLimited
+from services.money import fmt_credits, to_micro
+from services.users import EMAIL_RE, PASSWORD_MAX, PASSWORD_RULES, USERNAME_RE, check_password_rules
+
+USERNAME_HELP = "3–32 characters: letters, digits, “_”, “.” or “-”."
+FIELD_MAX = 256  # longest username/email we even look at
+
+
+def signup_errors(username: str, email: str, password: str, confirm: str) -> dict[str, str]:
+    """Every problem with a sign-up form at once, keyed by field name."""
+    errors: dict[str, str] = {}
+    if not username:
+        errors["username"] = "Choose a username."
+    elif not USERNAME_RE.match(username):
+        errors["username"] = f"Username must be {USERNAME_HELP}"
+    if not email:
+        errors["email"] = "Enter your email address."
+    elif len(email) > FIELD_MAX or not EMAIL_RE.match(email):
+        errors["email"] = "Enter a valid email address, like name@example.com."
+    try:
+        check_password_rules(password)
+    except InvalidRequest as exc:
+        errors["password"] = exc.message
+    if "password" not in errors and password != confirm:
+        errors["confirm"] = "The two passwords do not match."
+    return errors
+
+
+class SignupPageHandler(PageHandler):
+    """GET: the form; POST: create the account, grant SIGNUP_CREDITS, sign in, redirect."""
+
+    def get(self) -> None:
+        if self.current_user is not None:
+            self.redirect(safe_next(self.get_argument("next", None)))
+            return
+        self.show(form={})
+
+    def show(self, *, form: dict, errors: dict | None = None, status: int = 200) -> None:
+        self.render_page("signup.html", status=status, form=form, errors=errors or {},
+                         next=safe_next(self.get_argument("next", None)), rules=PASSWORD_RULES,
+                         username_help=USERNAME_HELP, password_max=PASSWORD_MAX,
+                         signup_credits=fmt_credits(to_micro(self.services.settings.signup_credits)))
+
+    async def post(self) -> None:
+        form = {"username": self.get_argument("username", ""), "email": self.get_argument("email", "")}
+        password = self.get_argument("password", "", strip=False)
+        errors = signup_errors(form["username"], form["email"], password,
+                               self.get_argument("confirm", "", strip=False))
+        if errors:
+            return self.show(form=form, errors=errors, status=400)
+        try:
+            await self.services.throttle.check_signup(self.request.remote_ip)
+            user = await self.services.users.create(form["username"], password, email=form["email"])
+        except GatewayError as exc:
+            return self.show(form=form, errors={exc.param or "form": exc.message}, status=exc.status)
+        await self.services.throttle.signed_up(self.request.remote_ip)
+        if self.services.settings.signup_credits > 0:
+            await self.services.billing.adjust(user["_id"], self.services.settings.signup_credits,
+                                               kind="signup", note="Welcome credits")
+        self.login(user)
+        self.redirect(safe_next(self.get_argument("next", None)))
+
+
+class LoginPageHandler(PageHandler):
+    """GET: the form; POST: check the password (throttled per account and per IP), sign in."""
+
+    def get(self) -> None:
+        if self.current_user is not None:
+            self.redirect(safe_next(self.get_argument("next", None)))
+            return
+        self.show(username="")
+
+    def show(self, *, username: str, errors: dict | None = None, status: int = 200) -> None:
+        self.render_page("login.html", status=status, username=username, errors=errors or {},
+                         next=safe_next(self.get_argument("next", None)))
+
+    async def post(self) -> None:
+        username = self.get_argument("username", "")[:FIELD_MAX]
+        password = self.get_argument("password", "", strip=False)
+        if not username or not password:
+            errors = {k: f"Enter your {k}." for k, v in (("username", username), ("password", password)) if not v}
+            return self.show(username=username, errors=errors, status=400)
+        try:
+            await self.services.throttle.check_login(username, self.request.remote_ip)
+        except RateLimited as exc:
+            self.set_header("Retry-After", exc.headers["Retry-After"])
+            return self.show(username=username, errors={"form": exc.message}, status=429)
+        user = None
+        if len(password) <= PASSWORD_MAX:  # a longer one cannot be anyone's password
+            user = await self.services.users.authenticate(username, password)
+        if user is None or user.get("frozen"):
+            await self.services.throttle.login_failed(username, self.request.remote_ip)
+            message = "This account is frozen." if user else "Wrong username or password."
+            return self.show(username=username, errors={"form": message}, status=400)
+        await self.services.throttle.login_succeeded(username)
+        self.login(user)
+        self.redirect(safe_next(self.get_argument("next", None)))
+
+
+class LogoutPageHandler(PageHandler):
+    """GET: a one-button confirmation (links cannot log you out); POST: end the session."""
+
+    def get(self) -> None:
+        if self.current_user is None:
+            self.redirect("/")
+            return
+        self.render_page("logout.html")
+
+    def post(self) -> None:
+        self.logout()
+        self.flash("You are signed out.")
+        self.redirect("/")
+
+
+routes = [
+    (r"/signup/?", SignupPageHandler),
+    (r"/login/?", LoginPageHandler),
+    (r"/logout/?", LogoutPageHandler),
+]

@@ -1,0 +1,113 @@
+"""Top-up codes (`topup_codes` collection): made in batches, redeemed once for credits.
+
+Like API keys, only a code's SHA-256 hash and a display prefix are stored; the full codes
+are returned once, to whoever generated them.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from decimal import Decimal
+
+from services.db import AFTER
+from services.errors import InvalidRequest
+from services.money import MICRO, to_micro
+from services.users import as_object_id, utcnow
+
+# 32 symbols without 0/O and 1/I, so a code read aloud or retyped survives; 16 of them are
+# 80 random bits, far beyond guessing.
+CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+CODE_PREFIX, CODE_GROUPS, GROUP_LEN = "CLM", 4, 4
+CODE_RE = re.compile(rf"^{CODE_PREFIX}[{CODE_ALPHABET}]{{{CODE_GROUPS * GROUP_LEN}}}$")
+MAX_BATCH = 1000
+MAX_CODE_CREDITS = 1_000_000
+NOTE_MAX = 200
+
+
+def new_code() -> str:
+    """A fresh code: `CLM-XXXX-XXXX-XXXX-XXXX`."""
+    groups = ["".join(secrets.choice(CODE_ALPHABET) for _ in range(GROUP_LEN)) for _ in range(CODE_GROUPS)]
+    return "-".join([CODE_PREFIX, *groups])
+
+
+def canonical_code(raw: object) -> str | None:
+    """The code as hashed (upper case, no dashes or spaces, with its prefix), or None if it
+    cannot be a code. The prefix may be left out when typing."""
+    if not isinstance(raw, str) or len(raw) > 64:
+        return None
+    text = re.sub(r"[\s-]+", "", raw).upper()
+    if len(text) == CODE_GROUPS * GROUP_LEN:
+        text = CODE_PREFIX + text
+    return text if CODE_RE.match(text) else None
+
+
+def hash_code(canonical: str) -> str:
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass
+class TopupService:
+    """Generate and redeem top-up codes; redemption credits through BillingService."""
+
+    db: object
+    billing: object  # BillingService
+
+    async def generate(self, credits: object, *, count: object = 1, note: object = "",
+                       created_by: str | None = None) -> list[str]:
+        """Create `count` codes worth `credits` each and return them (shown this once).
+
+        Raises InvalidRequest for a non-positive or too large amount, a bad count or note.
+        """
+        try:
+            amount = to_micro(credits)
+        except (ValueError, TypeError):
+            raise InvalidRequest("credits: must be a number of credits.", param="credits") from None
+        if not 0 < amount <= MAX_CODE_CREDITS * MICRO:
+            raise InvalidRequest(f"credits: must be above 0 and at most {MAX_CODE_CREDITS}.", param="credits")
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_BATCH:
+            raise InvalidRequest(f"count: must be an integer from 1 to {MAX_BATCH}.", param="count")
+        if note is None:
+            note = ""
+        if not isinstance(note, str) or len(note) > NOTE_MAX:
+            raise InvalidRequest(f"note: must be text of at most {NOTE_MAX} characters.", param="note")
+        codes = [new_code() for _ in range(count)]
+        now = utcnow()
+        await self.db.topup_codes.insert_many([
+            {"code_hash": hash_code(canonical_code(code)), "prefix": code[:8], "amount": amount,
+             "note": note.strip(), "created_by": created_by, "created_at": now,
+             "redeemed_by": None, "redeemed_at": None}
+            for code in codes])
+        return codes
+
+    async def redeem(self, user_id, raw_code: object) -> tuple[int, int]:
+        """Add the code's credits to the user, exactly once per code.
+
+        Returns (micro-credits added, the user's credits afterwards). Atomic: the code is
+        claimed with one conditional update before the balance moves, so two concurrent
+        redemptions of the same code credit it once. Raises InvalidRequest for a malformed,
+        unknown or already used code.
+        """
+        canonical = canonical_code(raw_code)
+        if canonical is None:
+            raise InvalidRequest("That is not a top-up code. Codes look like CLM-XXXX-XXXX-XXXX-XXXX.",
+                                 param="code")
+        digest, uid = hash_code(canonical), as_object_id(user_id)
+        code = await self.db.topup_codes.find_one_and_update(
+            {"code_hash": digest, "redeemed_at": None},
+            {"$set": {"redeemed_by": uid, "redeemed_at": utcnow()}}, return_document=AFTER)
+        if code is None:
+            if await self.db.topup_codes.find_one({"code_hash": digest}, {"_id": 1}):
+                raise InvalidRequest("This code has already been redeemed.", param="code")
+            raise InvalidRequest("Unknown top-up code. Check it and try again.", param="code")
+        amount = code["amount"]
+        try:
+            credits = await self.billing.adjust(uid, Decimal(amount) / MICRO, kind="topup",
+                                                note=f"Top-up code {code['prefix']}…", ref=str(code["_id"]))
+        except Exception:
+            # The balance did not move: give the code back so it can be redeemed again.
+            await self.db.topup_codes.update_one({"_id": code["_id"], "redeemed_by": uid},
+                                                 {"$set": {"redeemed_by": None, "redeemed_at": None}})
+            raise
+        return amount, credits
