@@ -2,8 +2,8 @@
 
 Upstreams are data (`upstreams` collection). Today the enabled upstream with the lowest
 `priority` serves every request; pools with weights, failover and circuit breakers will
-choose among the same records later. One shared `httpx.AsyncClient` (keep-alive pool)
-serves all calls.
+choose among the same records later. One shared `httpx.AsyncClient` serves all calls, on
+the lean keep-alive transport of services/http1.py.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import orjson
 
 from services.config import Settings
 from services.errors import GatewayError, UpstreamError, UpstreamOverloaded
+from services.http1 import KeepAliveTransport
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +61,8 @@ class UpstreamService:
         """The shared upstream client: keep-alive pool, long total time, idle detection."""
         timeout = httpx.Timeout(connect=settings.upstream_connect_timeout, read=settings.upstream_idle_timeout,
                                 write=60.0, pool=settings.upstream_connect_timeout)
-        limits = httpx.Limits(max_connections=2000, max_keepalive_connections=200, keepalive_expiry=60)
-        return httpx.AsyncClient(timeout=timeout, limits=limits, http2=False, follow_redirects=False,
-                                 trust_env=False)
+        transport = KeepAliveTransport(max_connections=2000, max_keepalive_connections=64, keepalive_expiry=60)
+        return httpx.AsyncClient(timeout=timeout, transport=transport, follow_redirects=False, trust_env=False)
 
     async def seed(self) -> None:
         """Keep the `default` upstream record in step with UPSTREAM_BASE_URL / UPSTREAM_API_KEY."""
