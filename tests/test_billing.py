@@ -127,14 +127,16 @@ def test_stale_holds_released_at_start_up(gateway):
     username, _ = gateway.user_with_key(credits=10)
     db = gateway.services.db
     old = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=2)
+    fresh = dt.datetime.now(dt.timezone.utc)
     gateway.run(db.users.update_one({"username": username}, {
-        "$inc": {"balance": -1_000_000, "held": 1_000_000},
-        "$push": {"holds": {"id": "req_crashed", "amount": 1_000_000, "at": old}}}))
-    assert gateway.micro_balance(username) == (9_000_000, 1_000_000)
+        "$inc": {"balance": -1_500_000, "held": 1_500_000},
+        "$push": {"holds": {"$each": [f"req_crashed 1000000 {int(old.timestamp())}",
+                                      f"req_running 500000 {int(fresh.timestamp())}"]}}}))
+    assert gateway.micro_balance(username) == (8_500_000, 1_500_000)
     released = gateway.run(gateway.services.billing.release_stale_holds(
         older_than=dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)))
-    assert released == 1
-    assert gateway.micro_balance(username) == (10_000_000, 0)
+    assert released == 1, "only the hold older than the cut-off is released"
+    assert gateway.micro_balance(username) == (9_500_000, 500_000)
     assert gateway.usage(username)[0]["status"] == "abandoned"
 
 
