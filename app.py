@@ -125,7 +125,7 @@ async def main() -> None:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if settings.embedded and not settings.cookie_secret:
         log.warning("COOKIE_SECRET unset: sessions will not survive a restart")
-    server, _ = await start(settings)
+    server, app = await start(settings)
     log.info("CheapLM listening on http://%s:%d (upstream %s)", settings.host, settings.port,
              settings.upstream_base_url)
     stop = asyncio.Event()
@@ -134,6 +134,7 @@ async def main() -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     server.stop()
+    await app.settings["services"].ratelimit.sync()
     log.info("stopped")
 
 

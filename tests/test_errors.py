@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import anthropic
 import httpx
@@ -230,3 +231,47 @@ def test_default_rate_limit_applies_to_every_key(gateway_factory):
     _, key = gw.user_with_key()
     assert call(gw, key).status_code == 200
     assert call(gw, key).status_code == 429
+
+
+def test_rate_limit_counts_are_shared_between_processes(gateway):
+    """Two gateway processes (two services on one database) share one per-key count: far
+    below the limit each counts locally and syncs; near it, every request is counted in
+    MongoDB, so together they let through no more than the limit plus the documented slack."""
+    from services.errors import RateLimited
+    from services.keys import Principal
+    from services.ratelimit import RateLimitService
+
+    if time.time() % 60 > 58:  # the windows are calendar minutes: do not straddle one
+        time.sleep(60.2 - time.time() % 60)
+    db = gateway.services.db
+    first, second = RateLimitService(db, sync_seconds=3600), RateLimitService(db, sync_seconds=3600)
+    principal = Principal(user_id=None, key_id="shared-key", key_name="k", username="u", rpm=100)
+
+    async def scenario():
+        admitted = {"first": 0, "second": 0}
+        for _ in range(4):  # 4 each, below both thresholds: counted locally, nothing written
+            for name, service in (("first", first), ("second", second)):
+                await service.check(principal)
+                admitted[name] += 1
+        before = await db.rate_limits.count_documents({})
+        await first.sync()
+        await second.sync()
+        refused = 0
+        for _ in range(100):
+            for name, service in (("first", first), ("second", second)):
+                try:
+                    await service.check(principal)
+                    admitted[name] += 1
+                except RateLimited:
+                    refused += 1
+        await first.sync()
+        await second.sync()
+        doc = await db.rate_limits.find_one({"_id": {"$regex": "^shared-key:"}})
+        return before, admitted, refused, doc["n"]
+
+    before, admitted, refused, shared = gateway.run(scenario())
+    assert before == 0, "below the thresholds nothing is written per request"
+    total = admitted["first"] + admitted["second"]
+    assert 100 <= total <= 105, admitted  # the limit, plus at most 5% (one other process)
+    assert refused == 200 - (total - 8)
+    assert shared >= total
