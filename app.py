@@ -55,7 +55,8 @@ class Services:
     throttle: ThrottleService
 
 
-async def build_services(settings: Settings, *, db=None, http_client: httpx.AsyncClient | None = None) -> Services:
+async def build_services(settings: Settings, *, db=None,
+                         transport: httpx.AsyncBaseTransport | None = None) -> Services:
     """Connect, create indexes, seed catalog/upstream/admin and recover stale holds."""
     if db is None:
         _, db = dbmod.connect(settings)
@@ -66,7 +67,7 @@ async def build_services(settings: Settings, *, db=None, http_client: httpx.Asyn
         settings=settings, db=db, catalog=CatalogService(db), users=UserService(db),
         keys=KeyService(db, usage=usage, cache_seconds=settings.key_cache_seconds), usage=usage,
         billing=billing, topup=TopupService(db, billing), throttle=ThrottleService(db),
-        upstream=UpstreamService(db, settings, http_client or UpstreamService.make_client(settings)),
+        upstream=UpstreamService(db, settings, transport),
         ratelimit=RateLimitService(db, settings.rate_limit_rpm))
     await services.catalog.seed()
     await services.upstream.seed()

@@ -64,7 +64,7 @@ class LiveGateway:
     async def _stop(self) -> None:
         self.app.settings["keepalive"].stop()
         self.server.stop()
-        await self.services.upstream.client.aclose()
+        await self.services.upstream.aclose()
         await self.fake.stop()
 
     def stop(self) -> None:
