@@ -35,9 +35,12 @@ class UsageService:
         inc = {f: doc.get(f, 0) for f in TOKEN_FIELDS}
         inc.update(requests=1, credits=doc["credits"], total_tokens=doc["total_tokens"],
                    errors=0 if doc.get("status") == 200 else 1)
+        # One rollup per (user, day, key, model), addressed by _id: the upsert is an _id
+        # lookup, not a match on four fields (a scan of the collection on the embedded store).
+        group = {"user_id": doc["user_id"], "day": doc["day"], "key_id": doc["key_id"], "model": doc["model"]}
         await self.db.usage_daily.update_one(
-            {"user_id": doc["user_id"], "day": doc["day"], "key_id": doc["key_id"], "model": doc["model"]},
-            {"$inc": inc}, upsert=True)
+            {"_id": "{user_id}:{day}:{key_id}:{model}".format(**group)},
+            {"$inc": inc, "$setOnInsert": group}, upsert=True)
 
     @staticmethod
     def _query(user_id=None, key_id=None, model: str | None = None) -> dict:
