@@ -224,6 +224,7 @@ class Bench:
         for proc in (self.gw_proc, self.fake_proc):
             if proc is not None:
                 procs.stop(proc)
+        self.gw_proc = self.fake_proc = None
 
     # -- set-up through the management API -----------------------------------------
     def admin(self, method: str, path: str, **kwargs) -> httpx.Response:
@@ -426,6 +427,19 @@ class Bench:
             f"{spent / MICRO:,.6f}; held now {user['held']:g}; x-cheaplm-credits-used header {header}")
         self.say(self.billing_line)
 
+    def pages(self) -> str:
+        """The website's render times for heavy accounts (bench/pages.py, gateway CPU)."""
+        self.say("pages: rendering the site for heavy accounts (bench/pages.py)")
+        renders = "5" if self.args.quick else "20"
+        cpu = self.args.gateway_cpu
+        done = subprocess.run([sys.executable, str(ROOT / "bench" / "pages.py"), "--renders", renders], cwd=ROOT,
+                              capture_output=True, text=True, timeout=600,
+                              preexec_fn=None if cpu is None else lambda: procs.pin(0, cpu))
+        if done.returncode != 0:
+            self.failures += 1
+            return f"bench/pages.py failed:\n\n```\n{done.stderr[-2000:]}\n```"
+        return done.stdout.strip()
+
     async def run(self) -> int:
         RESULTS.mkdir(parents=True, exist_ok=True)
         self.start_fake()
@@ -446,6 +460,8 @@ class Bench:
         await self.after_burst()
         self.memory["end_mb"] = procs.rss_kb(self.gateway.pid) / 1024
         self.check_billing()
+        self.stop_all()
+        self.pages_report = self.pages()
         report = render(self)
         print("\n" + report)
         out = Path(self.args.output)
@@ -596,7 +612,8 @@ def render(b: Bench) -> str:
              f"(direct {mem['direct_open_s']:.2f} s); failed gateway {mem['gateway_failed']}, "
              f"direct {mem['direct_failed']}", "",
              f"- {b.billing_line}",
-             f"- failed requests in total: {b.failures}"]
+             f"- failed requests in total: {b.failures}", "",
+             "## Website pages (bench/pages.py)", "", b.pages_report]
     return "\n".join(lines) + "\n"
 
 

@@ -80,13 +80,12 @@ class KeysPageHandler(KeyFormMixin, PageHandler):
     async def show(self, *, new_key: str | None = None, new_doc: dict | None = None, form: dict | None = None,
                    errors: dict | None = None, status: int = 200) -> None:
         uid, now, page = self.current_user["_id"], utcnow(), self.page_argument()
-        docs = await self.services.keys.list_for_user(uid)
-        shown = docs[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]
+        shown, total = await self.services.keys.page_for_user(uid, limit=PAGE_SIZE, skip=(page - 1) * PAGE_SIZE)
         totals = await self.services.usage.totals_by_key(uid, key_ids=[d["_id"] for d in shown])
         if new_key:
             self.set_header("Cache-Control", "no-store")
         self.render_page("keys.html", status=status, keys=[key_view(d, totals.get(d["_id"]), now) for d in shown],
-                         total=len(docs), page=page, more=len(docs) > page * PAGE_SIZE, new_key=new_key,
+                         total=total, page=page, more=total > page * PAGE_SIZE, new_key=new_key,
                          new_doc=new_doc, form=form or {}, errors=errors or {}, model_ids=self.model_ids(),
                          name_max=KEY_NAME_MAX, min_date=(now.date() + dt.timedelta(days=1)).isoformat())
 

@@ -139,6 +139,12 @@ class KeyService:
         return await self.db.api_keys.find(
             {"user_id": as_object_id(user_id), "revoked": {"$ne": True}}).sort("created_at", -1).to_list(None)
 
+    async def page_for_user(self, user_id, *, limit: int, skip: int = 0) -> tuple[list[dict], int]:
+        """One page of the user's live keys, newest first, and how many there are in all."""
+        query = {"user_id": as_object_id(user_id), "revoked": {"$ne": True}}
+        cursor = self.db.api_keys.find(query).sort([("created_at", -1), ("_id", -1)]).skip(skip).limit(limit)
+        return await cursor.to_list(limit), await self.db.api_keys.count_documents(query)
+
     async def get(self, key_id, *, user_id=None) -> dict:
         """Return a key document; with user_id, only if that user owns it. Raises NotFound."""
         query = {"_id": as_object_id(key_id), "revoked": {"$ne": True}}
