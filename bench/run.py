@@ -218,7 +218,7 @@ class Bench:
         self.admin_token, self.gw_port = admin, port
         self.layout.insert(0, f"gateway pid {self.gw_proc.pid}: {where(self.args.gateway_cpu)}, `python app.py`, "
                               f"MONGODB_URI={self.args.mongodb_uri}, LOG_LEVEL=WARNING, "
-                              f"RATE_LIMIT_RPM={self.args.rate_limit_rpm} (counted on every request, never reached)")
+                              f"RATE_LIMIT_RPM={self.args.rate_limit_rpm} (every request counted, in memory and shared through the store each second as far below a limit; never reached)")
 
     def stop_all(self) -> None:
         for proc in (self.gw_proc, self.fake_proc):
@@ -603,7 +603,7 @@ def render(b: Bench) -> str:
              "CPU (\"+N% others!\": other processes used that much of the same CPU during the cell, so the "
              "figure is disturbed); \"load CPU %\" is the driver plus the fake on the other CPU: near 100% "
              "means that figure is driver-bound, not gateway-bound. \"upstream conns\": connections the gateway "
-             "still held open to the fake after the cell (its httpx pool).", "",
+             "still held open to the fake after the cell (its keep-alive pool, services/http1.py).", "",
              "## Memory (gateway VmRSS)", "",
              f"- idle after warm-up: {mem['idle_mb']:.1f} MB; at the end of the run: {mem['end_mb']:.1f} MB "
              "(the embedded store keeps every usage record and ledger entry in memory)",
