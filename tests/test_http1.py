@@ -236,3 +236,32 @@ async def test_connection_limit_waits_then_times_out():
         await first.aclose()  # frees the slot (the unfinished connection is closed)
         assert c._transport.open_connections == 0
     await server.stop()
+
+
+@pytest.mark.gen_test
+async def test_tls_upstream_is_verified_and_kept_alive():
+    """The production upstream is https: the certificate is verified against the CA given
+    (the system's by default), and the TLS connection is reused."""
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    body = b'{"ok":true}'
+    reply = [b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)]
+    server = ScriptedServer([reply] * 2)
+    server.server = await asyncio.start_server(server._serve, "127.0.0.1", 0, ssl=server_ctx)
+    port = server.server.sockets[0].getsockname()[1]
+    async with httpx.AsyncClient(transport=KeepAliveTransport(verify=client_ctx), timeout=5) as c:
+        for _ in range(2):
+            r = await c.post(f"https://localhost:{port}/v1/messages", content=b"{}")
+            assert r.status_code == 200 and r.content == body
+    assert server.connections == 1
+    async with httpx.AsyncClient(transport=KeepAliveTransport(), timeout=5) as c:
+        with pytest.raises(httpx.ConnectError):  # not signed by a CA the system trusts
+            await c.post(f"https://localhost:{port}/v1/messages", content=b"{}")
+    await server.stop()
