@@ -11,6 +11,7 @@ makes settlement idempotent) and moves hold − cost back to balance, in the sam
 Entries are short strings, not sub-documents: the user document is rewritten on every
 hold and settlement, and with 50 requests in flight sub-documents made each of those
 updates 4× dearer on the embedded store (705 → 157 µs per hold + settle).
+Credits move only through these conditional `find_one_and_update` calls.
 """
 from __future__ import annotations
 
@@ -125,10 +126,11 @@ class BillingService:
                     f"or lower max_tokens.", code="key_credit_cap")
             hold.key_capped = True
         hold.entry = hold_entry(request_id, amount, time.time())
-        placed = await self.db.users.update_one(
+        placed = await self.db.users.find_one_and_update(
             {"_id": principal.user_id, "frozen": {"$ne": True}, "balance": {"$gte": amount}},
-            {"$inc": {"balance": -amount, "held": amount}, "$push": {"holds": hold.entry}})
-        if not placed.matched_count:
+            {"$inc": {"balance": -amount, "held": amount}, "$push": {"holds": hold.entry}},
+            projection={"_id": 1})
+        if placed is None:
             if hold.key_capped:
                 await self.db.api_keys.update_one({"_id": principal.key_id}, {"$inc": {"cap_left": amount}})
             await self._refuse(principal, amount)
@@ -235,10 +237,11 @@ class BillingService:
                 request_id, amount, at = parse_hold_entry(entry)
                 if at >= older_than:
                     continue
-                done = await self.db.users.update_one(
+                done = await self.db.users.find_one_and_update(
                     {"_id": user["_id"], "holds": entry},
-                    {"$inc": {"balance": amount, "held": -amount}, "$pull": {"holds": entry}})
-                if not done.matched_count:
+                    {"$inc": {"balance": amount, "held": -amount}, "$pull": {"holds": entry}},
+                    projection={"_id": 1})
+                if done is None:
                     continue
                 released += 1
                 await self.db.usage.insert_one({
