@@ -161,7 +161,7 @@ class RelayHandler(ApiHandler):
         response: httpx.Response | None = None
         out: bytes | None = None
         try:
-            response = await s.upstream.open(upstream_path, body, self.request.headers, query=query)
+            response = await s.upstream.open(upstream_path, body, self.request.headers, query=query, stream=stream)
             call.record["upstream_request_id"] = response.headers.get("request-id")
             if response.status_code != 200:
                 raise await s.upstream.error_for(response)

@@ -182,6 +182,7 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
             try:
                 await conn.write(payload, timeouts.get("write"), request)
                 status, reason, headers = await self._read_head(conn, timeouts.get("read"), request)
+                stream = _ResponseStream(self, conn, request, status, headers, timeouts.get("read"))
             except BaseException as exc:
                 self._discard(conn)
                 # A pooled connection the server had already closed: try once on a new one.
@@ -190,7 +191,6 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
                     continue
                 raise
             break
-        stream = _ResponseStream(self, conn, request, status, headers, timeouts.get("read"))
         return httpx.Response(status, headers=headers, stream=stream,
                               extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason})
 
@@ -245,7 +245,11 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
                 status_line = lines[0].split(b" ", 2)
                 if len(status_line) < 2 or not status_line[0].startswith(b"HTTP/1."):
                     raise httpx.RemoteProtocolError("The upstream sent a malformed status line.", request=request)
-                status = int(status_line[1])
+                try:
+                    status = int(status_line[1])
+                except ValueError:
+                    raise httpx.RemoteProtocolError("The upstream sent a malformed status line.",
+                                                    request=request) from None
                 headers = []
                 for line in lines[1:]:
                     name, sep, value = line.partition(b":")
@@ -301,6 +305,9 @@ class _ResponseStream(httpx.AsyncByteStream):
         for name, value in headers:
             lname = name.lower()
             if lname == b"content-length":
+                if not value.isdigit():
+                    raise httpx.RemoteProtocolError("The upstream sent a malformed Content-Length.",
+                                                    request=request)
                 self.length = int(value)
             elif lname == b"transfer-encoding" and b"chunked" in value.lower():
                 self.chunked = True

@@ -60,11 +60,13 @@ class UpstreamService:
         if self.transport is None:
             self.transport = KeepAliveTransport(max_connections=2000, max_keepalive_connections=64,
                                                 keepalive_expiry=60)
-        # `read` is the idle limit between two reads: long generations are fine, a silent
-        # upstream is not. A non-streamed answer's total time is bounded in `read()`.
-        self._timeouts = {"connect": self.settings.upstream_connect_timeout,
-                          "read": self.settings.upstream_idle_timeout, "write": 60.0,
-                          "pool": self.settings.upstream_connect_timeout}
+        # A stream's `read` is the idle limit between two reads: long generations are fine,
+        # a silent upstream is not. A non-streamed answer comes in one piece once it is
+        # generated, so its wait is bounded by the total limit (and `read()` bounds the body).
+        s = self.settings
+        self._timeouts = {"connect": s.upstream_connect_timeout, "read": s.upstream_idle_timeout,
+                          "write": 60.0, "pool": s.upstream_connect_timeout}
+        self._whole_timeouts = {**self._timeouts, "read": s.upstream_timeout}
 
     async def aclose(self) -> None:
         await self.transport.aclose()
@@ -109,7 +111,8 @@ class UpstreamService:
                 del headers["anthropic-beta"]
         return headers
 
-    async def open(self, path: str, body: bytes, client_headers, *, query: str = "") -> httpx.Response:
+    async def open(self, path: str, body: bytes, client_headers, *, query: str = "",
+                   stream: bool = False) -> httpx.Response:
         """POST to the upstream and return the response with headers read, body unread.
 
         The caller must `aclose()` it. Raises UpstreamError if the upstream cannot be reached
@@ -120,16 +123,19 @@ class UpstreamService:
         # The transport is called directly: httpx.AsyncClient.send adds auth, redirect and
         # cookie handling the gateway never uses (~50 µs a request, 7% of its CPU).
         request = httpx.Request("POST", url, content=body, headers=self.build_headers(upstream, client_headers),
-                                extensions={"timeout": self._timeouts})
+                                extensions={"timeout": self._timeouts if stream else self._whole_timeouts})
         try:
             response = await self.transport.handle_async_request(request)
             response.request = request
             return response
         except httpx.TimeoutException:
             raise UpstreamError("The upstream did not answer in time.") from None
+        except httpx.ConnectError as exc:
+            log.warning("upstream %s unreachable: %s", upstream.id, exc)
+            raise UpstreamError("The upstream failed: could not connect (ConnectError).") from None
         except httpx.HTTPError as exc:
-            log.warning("upstream %s unreachable: %s", upstream.id, type(exc).__name__)
-            raise UpstreamError(f"The upstream failed: could not connect ({type(exc).__name__}).") from None
+            log.warning("upstream %s failed: %r", upstream.id, exc)
+            raise UpstreamError(f"The upstream failed ({type(exc).__name__}).") from None
 
     async def read(self, response: httpx.Response) -> bytes:
         """Read a whole response body; raises UpstreamError on a broken or silent upstream."""

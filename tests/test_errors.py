@@ -169,11 +169,21 @@ def test_unreachable_upstream_is_502(gateway):
 
 
 def test_silent_upstream_is_detected(gateway_factory):
-    """An upstream that never answers is abandoned after UPSTREAM_IDLE_TIMEOUT with a 502."""
-    gw = gateway_factory(upstream_idle_timeout=0.5)
+    """A non-streamed call is abandoned with a 502 after UPSTREAM_TIMEOUT (the answer comes in
+    one piece, so silence before it is normal until then), and nothing is debited."""
+    gw = gateway_factory(upstream_timeout=0.5, upstream_idle_timeout=60)
     username, key = gw.user_with_key()
     gw.fake.enqueue(Scenario(hang=True))
     assert_error(call(gw, key), 502, "api_error", "did not answer in time")
+    assert gw.micro_balance(username) == (100_000_000, 0)
+
+
+def test_silent_stream_is_detected(gateway_factory):
+    """A stream whose upstream sends no response for UPSTREAM_IDLE_TIMEOUT gets a 502, unbilled."""
+    gw = gateway_factory(upstream_idle_timeout=0.5, upstream_timeout=60)
+    username, key = gw.user_with_key()
+    gw.fake.enqueue(Scenario(hang=True))
+    assert_error(call(gw, key, {**OK_BODY, "stream": True}), 502, "api_error", "did not answer in time")
     assert gw.micro_balance(username) == (100_000_000, 0)
 
 

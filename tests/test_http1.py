@@ -265,3 +265,16 @@ async def test_tls_upstream_is_verified_and_kept_alive():
         with pytest.raises(httpx.ConnectError):  # not signed by a CA the system trusts
             await c.post(f"https://localhost:{port}/v1/messages", content=b"{}")
     await server.stop()
+
+
+@pytest.mark.gen_test
+async def test_malformed_status_or_length_is_a_protocol_error_and_closes():
+    for reply in ([b"HTTP/1.1 abc OK\r\ncontent-length: 2\r\n\r\nok"],
+                  [b"HTTP/1.1 200 OK\r\ncontent-length: -2\r\n\r\nok"]):
+        server = ScriptedServer([reply])
+        port = await server.start()
+        async with client() as c:
+            with pytest.raises(httpx.RemoteProtocolError):
+                await post(c, port)
+            assert c._transport.open_connections == 0
+        await server.stop()
