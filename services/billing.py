@@ -159,22 +159,25 @@ class BillingService:
             return Receipt(0, 0)
         hold.settled = True
         p, cost = hold.principal, cost_micro(usage.total, hold.model.price_per_1k_micro)
-        user = await self.db.users.find_one_and_update(
+        # The document as it was just before this update: with the increments known, the
+        # credits left are exact without reading the document again.
+        before = await self.db.users.find_one_and_update(
             {"_id": p.user_id, "holds": hold.entry},
             {"$inc": {"balance": hold.amount - cost, "held": -hold.amount}, "$pull": {"holds": hold.entry}},
-            projection={"balance": 1, "held": 1}, return_document=AFTER)
-        if user is None:
+            projection={"balance": 1, "held": 1})
+        if before is not None:
+            credits_left = before["balance"] + before["held"] - cost
+        else:
             # The hold was released by start-up recovery while this request ran (another
             # process restarted): the tokens were still used, so debit them directly.
-            user = await self.db.users.find_one_and_update(
-                {"_id": p.user_id}, {"$inc": {"balance": -cost}},
-                projection={"balance": 1, "held": 1}, return_document=AFTER)
+            before = await self.db.users.find_one_and_update(
+                {"_id": p.user_id}, {"$inc": {"balance": -cost}}, projection={"balance": 1, "held": 1})
+            credits_left = before["balance"] + before["held"] - cost if before else 0
         if hold.key_capped:
             await self.db.api_keys.update_one({"_id": p.key_id}, {"$inc": {"cap_left": hold.amount - cost}})
         if cost > hold.amount:
             log.warning("request %s cost %d µcr, above its hold of %d", hold.request_id, cost, hold.amount)
         now = utcnow()
-        credits_left = user["balance"] + user["held"] if user else 0
         await self.usage.record({
             "request_id": hold.request_id, "user_id": p.user_id, "key_id": p.key_id,
             "key_name": p.key_name, "model": hold.model.id, **usage.as_dict(),
