@@ -1,10 +1,15 @@
 """The embedded store's speed-ups (services/db.py) return exactly what mongomock would:
-_id lookups from the id-keyed store, pages copied after the sort, collections cached."""
+_id lookups, plain equalities, native sorts, pages copied after the sort, collections
+looked up once. mongomock's own filter_applies and sort keys are the reference."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 
-from hypothesis import given, settings
+from bson import ObjectId
+from mongomock.filtering import filter_applies, resolve_sort_key
+
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from services import db as dbmod
@@ -54,3 +59,58 @@ def test_id_lookup_applies_the_rest_of_the_filter(docs, pick, tag):
 def test_collections_are_looked_up_once():
     db = embedded()
     assert db.users is db.users and db["users"] is db.users
+
+
+IDS = [ObjectId("0123456789ab0123456789a%d" % i) for i in range(3)]
+# Values of the types the fast paths decide, and of the types they must leave to mongomock,
+# from small pools so that equal and same-looking values (1, 1.0, True, [1]) meet often.
+VALUES = st.sampled_from([*IDS[:2], 0, 1, True, False, "a", "", None, 0.0, 1.0, float("nan"), [1], [0, 1], []])
+TIMES = [dt.datetime(2026, 11, d, h) for d in (1, 2) for h in (0, 12)]
+SORT_VALUES = st.one_of(st.integers(-2, 2), st.floats(-2, 2), st.sampled_from(TIMES), st.sampled_from(IDS),
+                        st.sampled_from(["a", "b", True, None, [1], [2, 0]]))
+MISSING = object()
+
+
+def with_field(name: str, values):
+    """Documents that may lack the field."""
+    return st.lists(st.tuples(st.one_of(values, st.just(MISSING)), st.integers(0, 3)), max_size=30).map(
+        lambda rows: [{**({} if v is MISSING else {name: v}), "g": g, "seq": i} for i, (v, g) in enumerate(rows)])
+
+
+async def stored(docs):
+    db = embedded()
+    if docs:
+        await db.items.insert_many([dict(d) for d in docs])
+    return db
+
+
+@settings(max_examples=300, deadline=None)
+@given(docs=with_field("f", VALUES), value=VALUES.filter(lambda v: not isinstance(v, list)),
+       also=st.one_of(st.none(), st.integers(0, 3)))
+@example(docs=[{"f": [1], "g": 0, "seq": 0}], value=1, also=None)          # an array holding the value
+@example(docs=[{"f": 1, "g": 0, "seq": 0}], value=True, also=None)         # bool is not int
+@example(docs=[{"f": float("nan"), "g": 0, "seq": 0}], value=float("nan"), also=None)  # NaN equals NaN
+def test_equality_filters_match_what_mongomock_matches(docs, value, also):
+    query = {"f": value} if also is None else {"f": value, "g": {"$gte": also}}
+
+    async def run():
+        return await (await stored(docs)).items.find(query, {"_id": 0}).to_list(None)
+
+    got = [d["seq"] for d in asyncio.run(run())]
+    assert got == [d["seq"] for d in docs if filter_applies(query, d)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(docs=with_field("t", SORT_VALUES), first=st.sampled_from([1, -1]), second=st.sampled_from([None, 1, -1]))
+@example(docs=[{"t": True, "g": 0, "seq": 0}, {"t": 2, "g": 0, "seq": 1}], first=1, second=None)  # bools after numbers
+@example(docs=[{"t": 1, "g": 0, "seq": 0}, {"g": 0, "seq": 1}], first=1, second=None)  # missing sorts first
+def test_sorts_order_as_mongomock_orders(docs, first, second):
+    sort = [("t", first)] + ([("g", second)] if second else [])
+
+    async def run():
+        return await (await stored(docs)).items.find({}, {"_id": 0}).sort(sort).to_list(None)
+
+    expected = list(docs)
+    for key, direction in reversed(sort):
+        expected = sorted(expected, key=lambda d, k=key: resolve_sort_key(k, d), reverse=direction < 0)
+    assert [d["seq"] for d in asyncio.run(run())] == [d["seq"] for d in expected]
