@@ -46,8 +46,9 @@ class AdminApiHandler(ApiHandler):
 
     async def user_with_keys(self, user: dict) -> dict:
         s = self.services
-        totals = await s.usage.totals_by_key(user["_id"])  # every key's spend in one aggregation
-        keys = [key_json(k, totals.get(k["_id"], {}).get("credits", 0)) for k in await s.keys.list_for_user(user["_id"])]
+        totals = await s.usage.totals_by_key(user["_id"])  # every key's spend in one read
+        keys = [key_json(k, totals.get(k["_id"], {}).get("credits", 0))
+                for k in await s.keys.list_for_user(user["_id"])]
         return user_json(await s.users.get(user["_id"]), keys)
 
 

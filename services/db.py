@@ -14,6 +14,7 @@ import datetime
 import itertools
 import logging
 
+from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
@@ -41,22 +42,22 @@ def _speed_up_embedded_store() -> None:
 
 
 def _look_up_ids_and_equalities() -> None:
-    """Answer `{"_id": value, …}` filters from mongomock's id-keyed store, and decide plain
-    equalities on top-level fields without mongomock's filter machinery.
+    """Answer `{"_id": value, …}` filters from mongomock's id-keyed store, and decide simple
+    terms on top-level fields without mongomock's filter machinery.
 
     mongomock evaluates every filter against every document: the balance updates on the
     hot path (always by `_id`) slowed down linearly with the number of users, and a query
     for one user's 20,000 usage records spent ~25 ms in filter evaluation. A term
-    `{field: value}` whose value is a string, an integer, a bool or an ObjectId cannot match
-    a document holding a different value of that same type, and does match one holding an
-    equal value of it; every other case (other types, arrays, missing fields, operators,
-    dotted fields) still goes through mongomock's `filter_applies`.
+    `{field: value}`, `{field: {"$in": [values]}}` or a comparison (`$gt`, `$gte`, `$lt`,
+    `$lte`) whose values are strings, integers, bools or ObjectIds (no bools in `$in`, none
+    but strings and integers in comparisons) is decided directly for
+    a document holding a value of one of those types; every other case (other types,
+    arrays, missing fields, other operators, dotted fields) still goes through mongomock's
+    `filter_applies`, which also checks the whole filter whenever a term was undecided.
     """
-    from bson import ObjectId
     from mongomock.collection import Collection
     from mongomock.filtering import filter_applies
 
-    exact = {str, int, bool, ObjectId}
     scan = Collection._iter_documents
 
     def iter_documents(self, filter):
@@ -70,25 +71,63 @@ def _look_up_ids_and_equalities() -> None:
                 pass
             else:
                 return iter([doc] if doc is not None and filter_applies(filter, doc) else [])
-        terms = [(k, v) for k, v in filter.items() if type(v) in exact and k[0] != "$" and "." not in k]
+        terms = [(k, test) for k, v in filter.items() if k[:1] != "$" and "." not in k
+                 for test in [_term_test(v)] if test is not None]
         if not terms:
             return scan(self, filter)
-        return _equality_scan(list(self._store.documents), filter, terms, len(terms) == len(filter),
-                              filter_applies)
+        return _term_scan(list(self._store.documents), filter, terms, len(terms) == len(filter), filter_applies)
 
     Collection._iter_documents = iter_documents
 
 
-def _equality_scan(docs, filter, terms, terms_are_whole_filter, filter_applies):
+_EQUAL_TYPES = (str, int, bool, ObjectId)
+_IN_TYPES = (str, int, ObjectId)
+_COMPARE = {"$gt": lambda a, b: a > b, "$gte": lambda a, b: a >= b,
+            "$lt": lambda a, b: a < b, "$lte": lambda a, b: a <= b}
+
+
+def _term_test(condition):
+    """For a filter term's condition, a function of the held value answering True (matches),
+    False (cannot match) or None (ask mongomock); None if the condition is not simple."""
+    if type(condition) in _EQUAL_TYPES:
+        kind = type(condition)
+        return lambda held: (held == condition) if type(held) is kind else None
+    if not isinstance(condition, dict) or not condition:
+        return None
+    tests = []
+    for op, value in condition.items():
+        if op == "$in" and isinstance(value, list) and all(type(v) in _IN_TYPES for v in value):
+            # No bools: mongomock's $in, unlike MongoDB's, finds 1 in [True].
+            pairs = {(type(v), v) for v in value}
+            tests.append(lambda held, pairs=pairs:
+                         ((type(held), held) in pairs) if type(held) in _IN_TYPES else None)
+        elif op in _COMPARE and type(value) in (str, int):
+            compare, kind = _COMPARE[op], type(value)
+            tests.append(lambda held, c=compare, v=value, k=kind: c(held, v) if type(held) is k else None)
+        else:
+            return None
+
+    def test(held):
+        verdict = True
+        for one in tests:
+            answer = one(held)
+            if answer is False:
+                return False
+            if answer is None:
+                verdict = None
+        return verdict
+    return test
+
+
+def _term_scan(docs, filter, terms, terms_are_whole_filter, filter_applies):
     for doc in docs:
         verdict = True  # True: every term matches; None: some term needs mongomock
-        for key, value in terms:
-            held = doc.get(key, _MISSING)
-            if type(held) is type(value):
-                if held != value:
-                    verdict = False
-                    break
-            else:
+        for key, test in terms:
+            answer = test(doc.get(key, _MISSING))
+            if answer is False:
+                verdict = False
+                break
+            if answer is None:
                 verdict = None
         if verdict is False:
             continue
@@ -110,6 +149,10 @@ def _copy_only_the_page() -> None:
     whole = Cursor._compute_results
 
     def compute_results(self, with_limit_and_skip=False):
+        if with_limit_and_skip and not self._limit and not self._skip:
+            # mongomock slices a copy of the whole result for every document it emits
+            # (O(n²) when reading n documents); without skip or limit there is nothing to cut.
+            return whole(self, False)
         if not with_limit_and_skip or not self._limit or self._results is not None:
             return whole(self, with_limit_and_skip)
         key = (self._factory, self._skip, self._limit)
@@ -137,28 +180,33 @@ def _native_order(values: list) -> bool:
 
 
 def _sort_natively() -> None:
-    """Sort on plain values when that gives MongoDB's order.
+    """Sort on plain values when that gives MongoDB's order, and copy simple projections
+    without mongomock's general projection code.
 
     mongomock wraps every sort value in an object whose `<` decides the BSON type order
     first: sorting 20,000 usage records by time cost ~100 ms, most of a dashboard page.
     When every value of a sort key is a number, a datetime or an ObjectId, Python's own
     comparison is that order; anything else (missing fields, arrays, mixed types, dotted
     keys) goes through mongomock's comparison as before. Each key is a stable sort, last
-    key first, exactly as mongomock does it.
+    key first, exactly as mongomock does it. A projection naming only top-level fields,
+    all included or all excluded, is applied field by field with mongomock's own copy.
     """
     from operator import itemgetter
 
     from mongomock import filtering
-    from mongomock.collection import Collection
+    from mongomock.collection import Collection, _copy_field
 
     whole = Collection._get_dataset
 
     def get_dataset(self, spec, sort, fields, as_class):
         keys = list(sort.items() if isinstance(sort, dict) else sort or ())
-        if not keys or any(k.startswith("$") or "." in k for k, _ in keys):
+        project = _simple_projection(fields, as_class, _copy_field)
+        if any(k.startswith("$") or "." in k for k, _ in keys) or (project is None and not keys):
             yield from whole(self, spec, sort, fields, as_class)
             return
-        docs = list(self._iter_documents(spec))
+        docs = self._iter_documents(spec)
+        if keys:
+            docs = list(docs)
         for key, direction in reversed(keys):
             values = [doc.get(key, _MISSING) for doc in docs]
             if _native_order(values):
@@ -167,12 +215,36 @@ def _sort_natively() -> None:
                 docs = sorted(docs, key=lambda doc, k=key: filtering.resolve_sort_key(k, doc),
                               reverse=direction < 0)
         for doc in docs:
-            yield self._copy_only_fields(doc, fields, as_class)
+            yield project(doc) if project else self._copy_only_fields(doc, fields, as_class)
 
     Collection._get_dataset = get_dataset
+    Collection._cheaplm_mongomock_get_dataset = whole  # the reference, for tests
+
+
+def _simple_projection(fields, container, copy_field):
+    """A function applying `fields` to a document the way mongomock does, for projections
+    of top-level fields only, all included or all excluded (`_id` either way); None for
+    anything else (no projection, dotted fields, operators)."""
+    if not isinstance(fields, dict) or not fields:
+        return None
+    if any("." in k or k[:1] == "$" or type(v) not in (int, bool) for k, v in fields.items()):
+        return None
+    id_wanted = bool(fields.get("_id", 1))
+    others = {k: bool(v) for k, v in fields.items() if k != "_id"}
+    if len(set(others.values())) > 1:
+        return None  # mongomock raises for a mix: let it
+    def copy(value):  # immutable values need no copy; the rest as mongomock copies them
+        return value if type(value) in _IMMUTABLE else copy_field(value, container)
+
+    if any(others.values()) or (not others and id_wanted):
+        keep = set(others) | ({"_id"} if id_wanted else set())
+        return lambda doc: container((k, copy(v)) for k, v in doc.items() if k in keep)
+    drop = set(others) | (set() if id_wanted else {"_id"})
+    return lambda doc: container((k, copy(v)) for k, v in doc.items() if k not in drop)
 
 
 _MISSING = object()
+_IMMUTABLE = {str, int, float, bool, type(None), datetime.datetime, ObjectId}
 
 
 def connect(settings: Settings):

@@ -114,3 +114,52 @@ def test_sorts_order_as_mongomock_orders(docs, first, second):
     for key, direction in reversed(sort):
         expected = sorted(expected, key=lambda d, k=key: resolve_sort_key(k, d), reverse=direction < 0)
     assert [d["seq"] for d in asyncio.run(run())] == [d["seq"] for d in expected]
+
+
+PROJECTIONS = [{"_id": 0}, {"_id": 1}, {"a": 1}, {"a": 1, "_id": 0}, {"a": True, "b": 1}, {"a": 0},
+               {"a": 0, "b": 0, "_id": 0}, {"b": False, "_id": 1}, {}]
+NESTED = st.one_of(st.integers(-5, 5), st.text(max_size=3), st.none(), st.sampled_from(TIMES + IDS),
+                   st.lists(st.integers(-5, 5), max_size=2),
+                   st.dictionaries(st.sampled_from("xy"), st.integers(-5, 5), max_size=2))
+
+
+@settings(max_examples=200, deadline=None)
+@given(docs=st.lists(st.dictionaries(st.sampled_from("abc"), NESTED, max_size=3), max_size=5),
+       projection=st.sampled_from(PROJECTIONS))
+def test_projections_copy_what_mongomock_copies(docs, projection):
+    import mongomock
+    from mongomock.collection import Collection
+
+    embedded()  # installs the speed-ups
+    collection = mongomock.MongoClient().db.items
+    if docs:
+        collection.insert_many([dict(d, _id=i) for i, d in enumerate(docs)])
+    got = list(collection.find({}, dict(projection)))
+    expected = list(Collection._cheaplm_mongomock_get_dataset(collection, {}, None, dict(projection), dict))
+    assert got == expected
+    stored = list(collection._store.documents)
+    for doc in got:  # copies: changing a result never changes the stored document
+        for value in doc.values():
+            if isinstance(value, (list, dict)):
+                assert all(value is not v for s in stored for v in s.values())
+
+
+CONDITIONS = st.one_of(
+    st.lists(VALUES.filter(lambda v: not isinstance(v, list)), max_size=3).map(lambda vs: {"$in": vs}),
+    st.tuples(st.sampled_from(["$gt", "$gte", "$lt", "$lte"]), VALUES).map(lambda t: {t[0]: t[1]}),
+    st.tuples(st.sampled_from(["$gt", "$lte"]), st.integers(-1, 2), st.sampled_from(["$lt", "$ne"]),
+              st.integers(-1, 2)).map(lambda t: {t[0]: t[1], t[2]: t[3]}))
+
+
+@settings(max_examples=300, deadline=None)
+@given(docs=with_field("f", VALUES), condition=CONDITIONS, also=st.one_of(st.none(), st.integers(0, 3)))
+@example(docs=[{"f": 1, "g": 0, "seq": 0}], condition={"$in": [True]}, also=None)
+@example(docs=[{"f": [1], "g": 0, "seq": 0}], condition={"$in": [1]}, also=None)
+@example(docs=[{"f": "b", "g": 0, "seq": 0}, {"f": 1, "g": 0, "seq": 1}], condition={"$gte": "a"}, also=None)
+def test_operator_filters_match_what_mongomock_matches(docs, condition, also):
+    query = {"f": condition} if also is None else {"f": condition, "g": also}
+
+    async def run():
+        return await (await stored(docs)).items.find(query, {"_id": 0}).to_list(None)
+
+    assert [d["seq"] for d in asyncio.run(run())] == [d["seq"] for d in docs if filter_applies(query, d)]

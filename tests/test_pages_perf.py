@@ -114,7 +114,7 @@ def test_keys_page_reads_one_page_of_keys_and_their_totals_in_one_query(heavy, p
     key_reads = log.reads("api_keys")
     assert 1 <= len(key_reads) <= 2 and all(limit is not None and limit <= 51 for method, limit in key_reads
                                             if method == "find"), key_reads
-    assert log.reads("usage_daily") == [("aggregate", None)], "all shown keys' totals in one aggregation"
+    assert log.reads("usage_daily") == [("find", None)], "all shown keys' totals in one read of their rollups"
 
 
 def test_topup_and_docs_pages_read_no_usage_records(heavy):
