@@ -1,4 +1,4 @@
-"""The embedded store's speed-ups (services/db.py) return exactly what mongomock would:
+"""The embedded store's speed-ups (services/embedded.py) return exactly what mongomock would:
 _id lookups, plain equalities, native sorts, pages copied after the sort, collections
 looked up once. mongomock's own filter_applies and sort keys are the reference."""
 from __future__ import annotations
