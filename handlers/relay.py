@@ -79,7 +79,21 @@ class AnthropicPassthrough:
                 self.done = self.done or self.error is not None
             elif ev.startswith(b"event: message_stop"):
                 self.done = True
+            elif not ev.startswith(b"event: "):  # other framing (id: or comments first, no space)
+                self._other_framing(ev, usage)
         return events[0] if len(events) == 1 else b"".join(events)
+
+    def _other_framing(self, ev: bytes, usage: Usage) -> None:
+        data = event_data(ev) or {}
+        name = event_name(ev).decode() or str(data.get("type", ""))
+        if name in ("message_start", "message_delta", "error"):
+            note_usage(self, name, data, usage)
+            self.done = self.done or self.error is not None
+        elif name == "message_stop":
+            self.done = True
+        elif name == "content_block_delta":
+            self._delta_events += 1
+            self._delta_bytes += len(ev)
 
     def error_frame(self, err: GatewayError) -> bytes:
         return anthropic_error_event(err.error_type, err.message)

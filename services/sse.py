@@ -19,19 +19,15 @@ class EventBuffer:
         self._buf = b""
 
     def feed(self, chunk: bytes) -> list[bytes]:
-        if b"\r" in chunk:  # CRLF framing from a non-standard upstream: normalise
-            chunk = chunk.replace(b"\r\n", b"\n")
         data = self._buf + chunk if self._buf else chunk
+        if b"\r" in data:  # CRLF framing from a non-standard upstream: normalise (after joining,
+            data = data.replace(b"\r\n", b"\n")  # so a CRLF split across two chunks is one)
         end = data.rfind(b"\n\n")
         if end < 0:
             self._buf = data
             return []
         self._buf = data[end + 2:]
         return [e + b"\n\n" for e in data[:end].split(b"\n\n") if e]
-
-    @property
-    def pending(self) -> bytes:
-        return self._buf
 
 
 def event_name(event: bytes) -> bytes:
