@@ -4,7 +4,7 @@ Every balance change is one conditional `find_one_and_update` on the user docume
 (no multi-document transactions). A user document carries
     balance  — micro-credits available to new requests
     held     — micro-credits reserved by requests in flight
-    holds    — ["<request id> <amount> <unix time>", …] one entry per request in flight
+    holds    — ["<request id> <amount> <unix time>[ <capped key id>]", …] one per request in flight
 so "credits" as the user sees them are balance + held. Placing a hold moves micro-credits
 from balance to held and pushes the entry; settling pulls the entry (matching the entry
 makes settlement idempotent) and moves hold − cost back to balance, in the same update.
@@ -77,14 +77,15 @@ class Hold:
     entry: str = ""  # its entry in the user's `holds` array
 
 
-def hold_entry(request_id: str, amount: int, at: float) -> str:
-    return f"{request_id} {amount} {int(at)}"
+def hold_entry(request_id: str, amount: int, at: float, capped_key_id=None) -> str:
+    entry = f"{request_id} {amount} {int(at)}"
+    return f"{entry} {capped_key_id}" if capped_key_id is not None else entry
 
 
-def parse_hold_entry(entry: str) -> tuple[str, int, dt.datetime]:
-    """(request id, amount, placed at) of a `holds` entry."""
-    request_id, amount, at = entry.split(" ")
-    return request_id, int(amount), dt.datetime.fromtimestamp(int(at), dt.timezone.utc)
+def parse_hold_entry(entry: str) -> tuple[str, int, dt.datetime, str | None]:
+    """(request id, amount, placed at, id of the key whose credit cap it also holds) of an entry."""
+    request_id, amount, at, *key = entry.split(" ")
+    return request_id, int(amount), dt.datetime.fromtimestamp(int(at), dt.timezone.utc), (key or [None])[0]
 
 
 @dataclass
@@ -125,16 +126,21 @@ class BillingService:
                     f"cover this request's hold of {fmt_credits(amount)} credits. Raise the key's cap "
                     f"or lower max_tokens.", code="key_credit_cap")
             hold.key_capped = True
-        hold.entry = hold_entry(request_id, amount, time.time())
+        hold.entry = hold_entry(request_id, amount, time.time(), principal.key_id if hold.key_capped else None)
         placed = await self.db.users.find_one_and_update(
             {"_id": principal.user_id, "frozen": {"$ne": True}, "balance": {"$gte": amount}},
             {"$inc": {"balance": -amount, "held": amount}, "$push": {"holds": hold.entry}},
             projection={"_id": 1})
         if placed is None:
             if hold.key_capped:
-                await self.db.api_keys.update_one({"_id": principal.key_id}, {"$inc": {"cap_left": amount}})
+                await self._refund_cap(principal.key_id, amount)
             await self._refuse(principal, amount)
         return hold
+
+    async def _refund_cap(self, key_id, amount: int) -> None:
+        """Give back `amount` of a key's credit cap (unless the cap was lifted meanwhile)."""
+        await self.db.api_keys.update_one({"_id": as_object_id(key_id), "cap_left": {"$ne": None}},
+                                          {"$inc": {"cap_left": amount}})
 
     async def _refuse(self, principal: Principal, amount: int):
         user = await self.db.users.find_one({"_id": principal.user_id}, {"balance": 1, "frozen": 1})
@@ -150,7 +156,7 @@ class BillingService:
     async def settle(self, hold: Hold, usage: Usage, *, record: dict) -> Receipt:
         """Release the hold and debit the actual cost in one update, then write the usage
         record and (for a non-zero cost) a ledger entry. Exactly once per hold: a second call
-        returns the first receipt's cost with no further effect.
+        has no effect and returns an empty receipt.
 
         `record` supplies the usage record's descriptive fields (endpoint, stream, status,
         latency_ms, upstream_request_id, error…).
@@ -174,7 +180,7 @@ class BillingService:
                 {"_id": p.user_id}, {"$inc": {"balance": -cost}}, projection={"balance": 1, "held": 1})
             credits_left = before["balance"] + before["held"] - cost if before else 0
         if hold.key_capped:
-            await self.db.api_keys.update_one({"_id": p.key_id}, {"$inc": {"cap_left": hold.amount - cost}})
+            await self._refund_cap(p.key_id, hold.amount - cost)
         if cost > hold.amount:
             log.warning("request %s cost %d µcr, above its hold of %d", hold.request_id, cost, hold.amount)
         now = utcnow()
@@ -235,9 +241,10 @@ class BillingService:
         """Release holds placed before `older_than` (their process died before settling) and
         write an `abandoned` usage record for each. Returns how many were released."""
         released = 0
-        async for user in self._users_with_holds():
+        users = await self.db.users.find({"holds.0": {"$exists": True}}, {"holds": 1}).to_list(None)
+        for user in users:
             for entry in user.get("holds", []):
-                request_id, amount, at = parse_hold_entry(entry)
+                request_id, amount, at, capped_key = parse_hold_entry(entry)
                 if at >= older_than:
                     continue
                 done = await self.db.users.find_one_and_update(
@@ -247,15 +254,14 @@ class BillingService:
                 if done is None:
                     continue
                 released += 1
+                if capped_key is not None:
+                    await self._refund_cap(capped_key, amount)
+                now = utcnow()
                 await self.db.usage.insert_one({
                     "request_id": request_id, "user_id": user["_id"], "key_id": None, "model": None,
                     "status": "abandoned", "credits": 0, "hold": amount, "total_tokens": 0,
                     "error": "The gateway stopped before this request settled; its hold was released.",
-                    "created_at": utcnow(), "day": utcnow().strftime("%Y-%m-%d")})
+                    "created_at": now, "day": now.strftime("%Y-%m-%d")})
         if released:
             log.warning("released %d stale credit holds", released)
         return released
-
-    async def _users_with_holds(self):
-        for user in await self.db.users.find({"holds.0": {"$exists": True}}, {"holds": 1}).to_list(None):
-            yield user

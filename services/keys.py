@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 from services.db import AFTER
-from services.errors import AuthenticationFailed, InvalidRequest, NotFound, PermissionDenied
+from services.errors import AuthenticationFailed, Conflict, InvalidRequest, NotFound, PermissionDenied
 from services.money import to_micro
 from services.users import as_object_id, utcnow
 
@@ -54,7 +54,7 @@ class KeyService:
     """Create, list, authenticate, rename, freeze and revoke API keys."""
 
     db: object
-    usage: object = None  # UsageService, to count a key's spend when a credit cap is set
+    usage: object  # UsageService, to count a key's spend when a credit cap is first set
     cache_seconds: float = 1.0
     _cache: dict[str, tuple[float, Principal | None, str | None]] = field(default_factory=dict)
     _last_used: dict[object, float] = field(default_factory=dict)
@@ -165,21 +165,36 @@ class KeyService:
             changes["frozen"] = bool(frozen)
         if revoked:
             changes["revoked"] = True
-        if limits is not None:
-            changes.update(self._limits(**limits))
-            if changes["credit_cap"] is not None:
-                spent = await self.usage.spent_by_key(as_object_id(key_id)) if self.usage else 0
-                changes["cap_left"] = changes["credit_cap"] - spent
-            else:
-                changes["cap_left"] = None
         query = {"_id": as_object_id(key_id), "revoked": {"$ne": True}}
         if user_id is not None:
             query["user_id"] = as_object_id(user_id)
-        doc = await self.db.api_keys.find_one_and_update(query, {"$set": changes}, return_document=AFTER)
+        update: dict = {"$set": changes}
+        if limits is not None:
+            changes.update(self._limits(**limits))
+            old_cap = (await self.get(key_id, user_id=user_id)).get("credit_cap")
+            update.update(await self._cap_change(key_id, old_cap, changes))
+            query["credit_cap"] = old_cap  # the change was worked out from this cap
+        doc = await self.db.api_keys.find_one_and_update(query, update, return_document=AFTER)
         if doc is None:
+            if limits is not None and await self.db.api_keys.find_one({"_id": as_object_id(key_id)}, {"_id": 1}):
+                raise Conflict("The key's limits changed meanwhile; reload and try again.", param="credit_cap")
             raise NotFound("No such API key.")
         self.invalidate()
         return doc
+
+    async def _cap_change(self, key_id, old_cap: int | None, changes: dict) -> dict:
+        """The update to `cap_left` for a new credit cap. Requests in flight hold part of
+        `cap_left` and give back what they did not spend when they settle, so an existing cap
+        moves by the difference ($inc) rather than being recomputed; a new cap starts from
+        what the key has spent so far."""
+        new_cap = changes["credit_cap"]
+        if new_cap is None:
+            changes["cap_left"] = None
+            return {}
+        if old_cap is None:
+            changes["cap_left"] = new_cap - await self.usage.spent_by_key(as_object_id(key_id))
+            return {}
+        return {"$inc": {"cap_left": new_cap - old_cap}} if new_cap != old_cap else {}
 
     @staticmethod
     def _check_name(name: object) -> str:

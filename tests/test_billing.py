@@ -157,3 +157,40 @@ def test_allowed_models_limit(gateway):
     key = gateway.create_key(username, allowed_models=["claude-haiku-3-5-20241022"])
     assert call(gateway, key, model="claude-haiku-3-5").status_code == 200
     assert call(gateway, key).status_code == 403
+
+
+def test_key_cap_stays_exact_when_changed_or_recovered_with_requests_in_flight(gateway):
+    """A request in flight holds part of its key's cap: changing the cap meanwhile moves the
+    cap by the difference (the settlement's refund is not counted twice), and start-up
+    recovery gives a released hold back to the key's cap as well as to the balance."""
+    username = gateway.create_user(credits=100)
+    key = gateway.create_key(username, credit_cap=1)
+    s = gateway.services
+    model = s.catalog.resolve("claude-sonnet-4")
+
+    async def cap_left(principal):
+        return (await s.keys.get(principal.key_id))["cap_left"]
+
+    async def scenario():
+        p = await s.keys.authenticate(key)
+        hold = await s.billing.hold(p, model, request_id="req_inflight", est_input_tokens=100,
+                                    max_tokens=1000, started=0)
+        assert await cap_left(p) == 1_000_000 - hold.amount
+        limits = {"credit_cap": "1.5", "expires_at": None, "allowed_models": None, "rpm": None}
+        await s.keys.update(p.key_id, limits=limits)  # raise the cap while the request runs
+        assert await cap_left(p) == 1_500_000 - hold.amount
+        await s.keys.update(p.key_id, limits=limits)  # saving the same cap changes nothing
+        receipt = await s.billing.settle(hold, Usage(input_tokens=25, output_tokens=150), record={"status": 200})
+        settled = await cap_left(p)
+
+        crashed = await s.billing.hold(p, model, request_id="req_crashed", est_input_tokens=100,
+                                       max_tokens=1000, started=0)
+        assert await cap_left(p) == settled - crashed.amount
+        released = await s.billing.release_stale_holds(
+            older_than=dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=5))
+        return receipt.cost, settled, released, await cap_left(p)
+
+    cost, settled, released, recovered = gateway.run(scenario())
+    assert cost == 22_750 and settled == 1_500_000 - cost
+    assert released == 1 and recovered == settled
+    assert gateway.micro_balance(username) == (100_000_000 - cost, 0)
