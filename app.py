@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import os
 import secrets
 import signal
 import sys
@@ -12,12 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import jinja2
 import tornado.httpserver
 import tornado.web
 
 from handlers import account, admin_api, auth, dashboard, keys_pages, messages, models, openai, pages, topup
-from handlers.base import NotFoundApiHandler, NotFoundPageHandler
+from handlers.base import NotFoundApiHandler, NotFoundPageHandler, make_jinja_env
 from handlers.relay import KeepAlive
 from services import db as dbmod
 from services.billing import BillingService
@@ -84,8 +82,7 @@ def make_app(services: Services) -> tornado.web.Application:
     routes = [r for module in ROUTE_MODULES for r in module.routes]
     routes.append((r"/(?:api|v1|cursor|admin/api)(?:/.*)?", NotFoundApiHandler))
     cookie_secret = settings.cookie_secret or secrets.token_hex(32)
-    jinja_env = jinja2.Environment(loader=jinja2.FileSystemLoader(ROOT / "templates"),
-                                   autoescape=jinja2.select_autoescape(default=True))
+    jinja_env = make_jinja_env(ROOT / "templates")
     keepalive = KeepAlive(settings.keepalive_interval)
     return tornado.web.Application(
         routes, services=services, jinja_env=jinja_env, keepalive=keepalive,

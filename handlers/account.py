@@ -1,10 +1,10 @@
 """Account page: change email, change password (current one required; other sessions end)."""
 from __future__ import annotations
 
-from handlers.auth import FIELD_MAX
+from handlers.auth import FIELD_MAX, INVALID_EMAIL, email_error
 from handlers.base import PageHandler
 from services.errors import InvalidRequest, RateLimited
-from services.users import EMAIL_RE, PASSWORD_MAX, PASSWORD_RULES
+from services.users import PASSWORD_MAX, PASSWORD_RULES
 
 
 class AccountPageHandler(PageHandler):
@@ -33,9 +33,9 @@ class AccountPageHandler(PageHandler):
 
     async def change_email(self) -> None:
         email = self.get_argument("email", "")
-        if not email or len(email) > FIELD_MAX or not EMAIL_RE.match(email):
-            return self.show(errors={"email": "Enter a valid email address, like name@example.com."},
-                             email=email[:FIELD_MAX], status=400)
+        problem = email_error(email, if_empty=INVALID_EMAIL)
+        if problem:
+            return self.show(errors={"email": problem}, email=email[:FIELD_MAX], status=400)
         await self.services.users.set_email(self.current_user["_id"], email)
         self.flash("Email address saved.")
         self.redirect("/account")

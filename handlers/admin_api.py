@@ -39,8 +39,7 @@ class AdminApiHandler(ApiHandler):
     def prepare(self) -> None:
         super().prepare()
         token = self.services.settings.admin_api_token
-        auth = self.request.headers.get("Authorization", "")
-        given = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+        given = self.bearer_token()
         if not token or not given or not hmac.compare_digest(given.encode(), token.encode()):
             raise AuthenticationFailed("Admin API: missing or wrong admin token.")
 

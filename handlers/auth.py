@@ -10,6 +10,18 @@ USERNAME_HELP = "3–32 characters: letters, digits, “_”, “.” or “-”
 FIELD_MAX = 256  # longest username/email we even look at
 
 
+INVALID_EMAIL = "Enter a valid email address, like name@example.com."
+
+
+def email_error(email: str, *, if_empty: str = "Enter your email address.") -> str | None:
+    """What is wrong with an email address typed into a form (None: nothing)."""
+    if not email:
+        return if_empty
+    if len(email) > FIELD_MAX or not EMAIL_RE.match(email):
+        return INVALID_EMAIL
+    return None
+
+
 def signup_errors(username: str, email: str, password: str, confirm: str) -> dict[str, str]:
     """Every problem with a sign-up form at once, keyed by field name."""
     errors: dict[str, str] = {}
@@ -17,10 +29,8 @@ def signup_errors(username: str, email: str, password: str, confirm: str) -> dic
         errors["username"] = "Choose a username."
     elif not USERNAME_RE.match(username):
         errors["username"] = f"Username must be {USERNAME_HELP}"
-    if not email:
-        errors["email"] = "Enter your email address."
-    elif len(email) > FIELD_MAX or not EMAIL_RE.match(email):
-        errors["email"] = "Enter a valid email address, like name@example.com."
+    if problem := email_error(email):
+        errors["email"] = problem
     try:
         check_password_rules(password)
     except InvalidRequest as exc:

@@ -9,27 +9,19 @@ import hashlib
 import hmac
 import logging
 import secrets
-import time
 from urllib.parse import urlencode, urlparse
 
+import jinja2
 import orjson
 import tornado.web
 from markupsafe import Markup
 
-from services.errors import GatewayError, InvalidRequest, NotFound, RequestTooLarge
+from services.errors import GatewayError, InvalidRequest, NotFound, RequestTooLarge, error_type_for
 from services.keys import Principal
 from services.money import fmt_credits
+from services.users import as_utc
 
 log = logging.getLogger("cheaplm")
-
-_STATUS_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "insufficient_credits",
-                 403: "permission_error", 404: "not_found_error", 405: "invalid_request_error",
-                 413: "request_too_large", 429: "rate_limit_error", 529: "overloaded_error"}
-
-
-def error_type_for(status: int) -> str:
-    return _STATUS_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
-
 
 class BaseHandler(tornado.web.RequestHandler):
     """Shared plumbing: services, request id, logging that never prints secrets."""
@@ -95,14 +87,13 @@ class ApiHandler(BaseHandler):
         self.set_status(204)
         self.finish()
 
+    def bearer_token(self) -> str | None:
+        auth = self.request.headers.get("Authorization", "")
+        return (auth[7:].strip() or None) if auth[:7].lower() == "bearer " else None
+
     def api_key(self) -> str | None:
         key = self.request.headers.get("x-api-key")
-        if key:
-            return key.strip()
-        auth = self.request.headers.get("Authorization", "")
-        if auth[:7].lower() == "bearer ":
-            return auth[7:].strip() or None
-        return None
+        return key.strip() if key else self.bearer_token()
 
     async def authenticate(self) -> Principal:
         """The caller's Principal; raises AuthenticationFailed / PermissionDenied."""
@@ -159,11 +150,14 @@ def safe_next(target: str | None, default: str = "/dashboard") -> str:
     return target
 
 
-def _install_filters(env) -> None:
-    """Display filters for templates: exact credits, thousands separators, UTC times."""
+def make_jinja_env(template_dir) -> jinja2.Environment:
+    """The pages' templates (autoescaped), with the display filters: exact credits,
+    thousands separators, UTC times."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(template_dir),
+                             autoescape=jinja2.select_autoescape(default=True))
     env.filters.update(credits=fmt_credits, signed_credits=fmt_signed_credits, num=fmt_int,
                        when=fmt_when, day=fmt_day)
-    env.globals["_cheaplm_filters"] = True
+    return env
 
 
 def fmt_signed_credits(micro: int) -> str:
@@ -174,17 +168,12 @@ def fmt_int(value) -> str:
     return f"{int(value or 0):,}"
 
 
-def _utc(value: dt.datetime) -> dt.datetime:
-    # Motor returns aware datetimes (tz_aware=True); the embedded store returns naive UTC.
-    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
-
-
 def fmt_when(value) -> str:
-    return _utc(value).strftime("%Y-%m-%d %H:%M:%S") if isinstance(value, dt.datetime) else "—"
+    return as_utc(value).strftime("%Y-%m-%d %H:%M:%S") if isinstance(value, dt.datetime) else "—"
 
 
 def fmt_day(value) -> str:
-    return _utc(value).strftime("%Y-%m-%d") if isinstance(value, dt.datetime) else "—"
+    return as_utc(value).strftime("%Y-%m-%d") if isinstance(value, dt.datetime) else "—"
 
 
 class PageHandler(BaseHandler):
@@ -276,11 +265,9 @@ class PageHandler(BaseHandler):
 
     def render_page(self, template: str, status: int = 200, **context) -> None:
         env = self.application.settings["jinja_env"]
-        if "_cheaplm_filters" not in env.globals:
-            _install_filters(env)
         ctx = {"current_user": self.current_user, "request": self.request, "base_url": self.base_url(),
                "xsrf_form_html": Markup(self.xsrf_form_html()), "static_url": self.static_url,
-               "flash": self._take_flash(), "now": time.time()}
+               "flash": self._take_flash()}
         ctx.update(context)
         self.set_status(status)
         self.set_header("Content-Type", "text/html; charset=utf-8")

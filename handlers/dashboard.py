@@ -9,7 +9,7 @@ import io
 from dataclasses import dataclass, field
 
 from handlers.base import PageHandler, fmt_when
-from handlers.pages import ModelRow
+from handlers.pages import ModelRow, compact_number
 from services.money import fmt_credits
 from services.users import as_object_id
 
@@ -21,13 +21,6 @@ METRICS = {"credits": ("credits", "Credits"), "tokens": ("total_tokens", "Tokens
 CSV_COLUMNS = ["created_at", "request_id", "key_name", "model", "endpoint", "stream", "status",
                "input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens",
                "total_tokens", "credits", "latency_ms", "ttft_ms"]
-
-
-def compact(n: int) -> str:
-    for unit, size in (("M", 1_000_000), ("K", 1_000)):
-        if abs(n) >= size:
-            return f"{n / size:.1f}".removesuffix(".0") + unit
-    return str(n)
 
 
 def nice_step(peak: int, ticks: int = 4) -> int:
@@ -89,7 +82,7 @@ def usage_chart(rows: list[dict], days: list[str], metric: str) -> Chart:
     for i in range(5):
         y = chart.top + plot_h - plot_h * i / 4
         chart.ticks.append({"y": round(y, 1), "label": fmt_metric(metric, step * i) if metric == "credits"
-                            else compact(step * i)})
+                            else compact_number(step * i)})
     for i, day in enumerate(days):
         x = chart.left + slot * i + slot * 0.15
         base = chart.top + plot_h
@@ -176,14 +169,15 @@ class DashboardPageHandler(UsageFilterMixin, PageHandler):
         metric = metric if metric in METRICS else "credits"
         days = last_days(CHART_DAYS)
         # Independent reads: with MongoDB they overlap instead of queueing.
-        daily, (records, more), keys, credits = await asyncio.gather(
+        daily, (records, more), keys = await asyncio.gather(
             s.usage.daily_by_model(uid, since_day=days[0]),
             s.usage.page(uid, **filters, limit=PAGE_SIZE, skip=(page - 1) * PAGE_SIZE),
-            s.keys.list_for_user(uid), s.billing.credits(uid))
+            s.keys.list_for_user(uid))
+        credits = user["balance"] + user["held"]  # the user document this request already read
         by_model, totals = model_summary(daily)
         models = [ModelRow.of(m) for m in s.catalog.models()]
         self.render_page(
-            "dashboard.html", credits=credits, held=user.get("held", 0), affordable=balance_in_tokens(credits, models),
+            "dashboard.html", credits=credits, held=user["held"], affordable=balance_in_tokens(credits, models),
             chart=usage_chart(daily, days, metric), metrics=METRICS, by_model=by_model, totals=totals,
             records=records, page=page, more=more, keys=keys, filters=filters,
             model_options=sorted({m.id for m in models} | {r["model"] for r in by_model}),

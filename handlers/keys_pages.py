@@ -4,27 +4,21 @@ from __future__ import annotations
 
 import datetime as dt
 
-from handlers.base import PageHandler
+from handlers.base import PageHandler, fmt_day
 from services.errors import InvalidRequest
 from services.keys import KEY_NAME_MAX
 from services.money import fmt_credits
-from services.users import utcnow
+from services.users import as_utc, utcnow
 
 PAGE_SIZE = 50
-
-
-def aware(value: dt.datetime | None) -> dt.datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value
 
 
 def key_status(doc: dict, now: dt.datetime) -> tuple[str, str]:
     """(label, css class) for a key: Frozen, Expired, Cap reached or Active."""
     if doc.get("frozen"):
         return "Frozen", "frozen"
-    expires = aware(doc.get("expires_at"))
-    if expires is not None and expires <= now:
+    expires = doc.get("expires_at")
+    if expires is not None and as_utc(expires) <= now:
         return "Expired", "expired"
     if doc.get("credit_cap") is not None and (doc.get("cap_left") or 0) <= 0:
         return "Cap reached", "expired"
@@ -36,10 +30,10 @@ def key_view(doc: dict, totals: dict | None, now: dt.datetime) -> dict:
     totals = totals or {"requests": 0, "total_tokens": 0, "credits": 0}
     status, css = key_status(doc, now)
     cap = doc.get("credit_cap")
-    expires = aware(doc.get("expires_at"))
+    expires = doc.get("expires_at")
     return {**doc, "id": str(doc["_id"]), "status": status, "status_class": css, "usage": totals,
             "cap": fmt_credits(cap) if cap is not None else None,
-            "expires_day": expires.strftime("%Y-%m-%d") if expires else "",
+            "expires_day": fmt_day(expires) if expires else "",
             "allowed": doc.get("allowed_models") or []}
 
 

@@ -24,7 +24,7 @@ class CountTokensApiHandler(ApiHandler):
     async def post(self) -> None:
         await self.authenticate()
         body = prepare_count_tokens(self.request.body, self.services.catalog)
-        status, headers, raw = await self.services.upstream.call(
+        headers, raw = await self.services.upstream.call(
             "/v1/messages/count_tokens", body, self.request.headers, query=self.request.query)
         for name, value in headers.items():
             self.set_header(name, value)

@@ -18,12 +18,11 @@ def wants_html(handler) -> bool:
     return "text/html" in handler.request.headers.get("Accept", "")
 
 
-def compact_tokens(n: int) -> str:
-    """200000 → "200K", 1500000 → "1.5M"."""
+def compact_number(n: int) -> str:
+    """200000 → "200K", 1500000 → "1.5M" (token counts, chart ticks)."""
     for unit, size in (("M", 1_000_000), ("K", 1_000)):
-        if n >= size:
-            text = f"{n / size:.1f}".removesuffix(".0")
-            return text + unit
+        if abs(n) >= size:
+            return f"{n / size:.1f}".removesuffix(".0") + unit
     return str(n)
 
 
@@ -43,7 +42,7 @@ class ModelRow:
 
     @classmethod
     def of(cls, m: Model) -> "ModelRow":
-        return cls(m.id, m.display_name, compact_tokens(m.max_input), compact_tokens(m.max_output),
+        return cls(m.id, m.display_name, compact_number(m.max_input), compact_number(m.max_output),
                    fmt_credits(m.price_per_1k_micro), m.price_per_1k_micro,
                    MICRO * 1000 // m.price_per_1k_micro if m.price_per_1k_micro else 0,
                    tuple(f.capitalize() for f in m.features), m.aliases)
@@ -84,7 +83,7 @@ class DocsPageHandler(PageHandler):
             example = example_full = models[0].id if models else "claude-sonnet-4"
         key_hint, has_keys = KEY_PLACEHOLDER, False
         if self.current_user is not None:
-            keys = await self.services.keys.list_for_user(self.current_user["_id"])
+            keys, _ = await self.services.keys.page_for_user(self.current_user["_id"], limit=1)
             if keys:
                 key_hint, has_keys = keys[0]["prefix"], True
         return {"models": [ModelRow.of(m) for m in models], "pricing": pricing_groups(models),

@@ -169,7 +169,7 @@ class RelayHandler(ApiHandler):
         self.adapter = adapter
         await s.ratelimit.check(principal)
         hold = await s.billing.hold(principal, model, request_id=self.request_id,
-                                    est_input_tokens=est_input_tokens, max_tokens=max_tokens, started=started)
+                                    est_input_tokens=est_input_tokens, max_tokens=max_tokens)
         call = _Call(hold, adapter, started, {"endpoint": self.endpoint, "stream": stream, "status": 200,
                                               "upstream_request_id": None, "error": None})
         response: httpx.Response | None = None

@@ -18,12 +18,12 @@ class TopupPageHandler(PageHandler):
         await self.show()
 
     async def show(self, *, code: str = "", errors: dict | None = None, status: int = 200) -> None:
-        uid, page = self.current_user["_id"], self.page_argument()
-        billing = self.services.billing
-        entries = await billing.ledger(uid, limit=PAGE_SIZE + 1, skip=(page - 1) * PAGE_SIZE)
+        user, page = self.current_user, self.page_argument()
+        entries = await self.services.billing.ledger(user["_id"], limit=PAGE_SIZE + 1, skip=(page - 1) * PAGE_SIZE)
         for e in entries:
             e["label"] = KIND_LABELS.get(e.get("kind"), (e.get("kind") or "").capitalize())
-        self.render_page("topup.html", status=status, credits=await billing.credits(uid), code=code,
+        # Shown only before a balance change in this request: the user document read for it is current.
+        self.render_page("topup.html", status=status, credits=user["balance"] + user["held"], code=code,
                          errors=errors or {}, entries=entries[:PAGE_SIZE], page=page,
                          more=len(entries) > PAGE_SIZE)
 

@@ -25,7 +25,7 @@ from services.db import AFTER
 from services.errors import Conflict, InsufficientCredits, InvalidRequest, NotFound, PermissionDenied
 from services.keys import Principal
 from services.money import cost_micro, fmt_credits, to_micro
-from services.usage import UsageService
+from services.usage import TOKEN_FIELDS, UsageService
 from services.users import as_object_id, utcnow
 
 log = logging.getLogger(__name__)
@@ -51,16 +51,13 @@ class Usage:
         """Take every integer counter present in an Anthropic `usage` object."""
         if not counters:
             return
-        for name in ("input_tokens", "output_tokens", "cache_creation_input_tokens",
-                     "cache_read_input_tokens"):
+        for name in TOKEN_FIELDS:
             value = counters.get(name)
             if isinstance(value, int) and not isinstance(value, bool):
                 setattr(self, name, value)
 
     def as_dict(self) -> dict:
-        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
-                "cache_creation_input_tokens": self.cache_creation_input_tokens,
-                "cache_read_input_tokens": self.cache_read_input_tokens}
+        return {name: getattr(self, name) for name in TOKEN_FIELDS}
 
 
 @dataclass
@@ -71,7 +68,6 @@ class Hold:
     principal: Principal
     model: Model
     amount: int
-    started: float
     key_capped: bool = False
     settled: bool = False
     entry: str = ""  # its entry in the user's `holds` array
@@ -109,14 +105,14 @@ class BillingService:
         return cost_micro(min(est_input_tokens, model.max_input) + max_tokens, model.price_per_1k_micro)
 
     async def hold(self, principal: Principal, model: Model, *, request_id: str,
-                   est_input_tokens: int, max_tokens: int, started: float) -> Hold:
+                   est_input_tokens: int, max_tokens: int) -> Hold:
         """Reserve the request's worst-case cost, atomically, only if the balance covers it.
 
         Raises PermissionDenied (balance ≤ 0, frozen user) or InsufficientCredits (balance
         positive but below the hold, or the key's credit cap reached).
         """
         amount = self.hold_amount(model, est_input_tokens, max_tokens)
-        hold = Hold(request_id, principal, model, amount, started)
+        hold = Hold(request_id, principal, model, amount)
         if principal.credit_cap is not None:
             key = await self.db.api_keys.find_one_and_update(
                 {"_id": principal.key_id, "cap_left": {"$gte": amount}}, {"$inc": {"cap_left": -amount}})

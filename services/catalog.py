@@ -59,10 +59,6 @@ class Model:
     def supports_thinking(self) -> bool:
         return "thinking" in self.features
 
-    @property
-    def cost_per_1k(self) -> float:
-        return self.price_per_1k_micro / 1_000_000
-
     @classmethod
     def from_doc(cls, doc: dict) -> "Model":
         return cls(id=doc["_id"], upstream_id=doc.get("upstream_id") or doc["_id"],
@@ -91,7 +87,6 @@ class CatalogService:
     refresh_seconds: float = 5.0
     _models: dict[str, Model] = field(default_factory=dict)
     _index: dict[str, Model] = field(default_factory=dict)
-    _loaded_at: float = 0.0
 
     async def seed(self) -> None:
         """Insert the seed models if the collection is empty."""
@@ -108,11 +103,7 @@ class CatalogService:
         for m in models.values():
             for name in (m.id, m.upstream_id, *m.aliases):
                 index.setdefault(_norm(name), m)
-        self._models, self._index, self._loaded_at = models, index, time.monotonic()
-
-    async def maybe_reload(self) -> None:
-        if time.monotonic() - self._loaded_at > self.refresh_seconds:
-            await self.reload()
+        self._models, self._index = models, index
 
     def models(self) -> list[Model]:
         return list(self._models.values())

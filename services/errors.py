@@ -5,6 +5,15 @@ documented JSON error shape (Anthropic or OpenAI flavour, depending on the route
 """
 from __future__ import annotations
 
+_STATUS_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "insufficient_credits",
+                 403: "permission_error", 404: "not_found_error", 405: "invalid_request_error",
+                 413: "request_too_large", 429: "rate_limit_error", 529: "overloaded_error"}
+
+
+def error_type_for(status: int) -> str:
+    """The documented `error.type` for an HTTP status."""
+    return _STATUS_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+
 
 class GatewayError(Exception):
     """Base class: an error the client should see, with its status and `error.type`."""

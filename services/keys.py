@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from services.db import AFTER
 from services.errors import AuthenticationFailed, Conflict, InvalidRequest, NotFound, PermissionDenied
 from services.money import to_micro
-from services.users import as_object_id, utcnow
+from services.users import as_object_id, as_utc, utcnow
 
 KEY_ALPHABET = string.ascii_letters + string.digits
 KEY_NAME_MAX = 64
@@ -66,7 +66,7 @@ class KeyService:
         raw = new_key()
         doc = {"user_id": as_object_id(user_id), "name": name, "key_hash": hash_key(raw),
                "prefix": display_prefix(raw), "created_at": utcnow(), "last_used_at": None,
-               "frozen": False, "revoked": False, "spent": 0}
+               "frozen": False, "revoked": False}
         doc.update(self._limits(credit_cap, expires_at, allowed_models, rpm))
         doc["cap_left"] = doc["credit_cap"]
         result = await self.db.api_keys.insert_one(doc)
@@ -111,9 +111,7 @@ class KeyService:
         user = await self.db.users.find_one({"_id": key["user_id"]}, {"username": 1, "frozen": 1})
         if user is None:
             return None, None
-        expires = key.get("expires_at")
-        if expires is not None and expires.tzinfo is None:
-            expires = expires.replace(tzinfo=dt.timezone.utc)
+        expires = as_utc(key["expires_at"]) if key.get("expires_at") else None
         principal = Principal(user_id=key["user_id"], username=user["username"], key_id=key["_id"],
                               key_name=key["name"], credit_cap=key.get("credit_cap"),
                               allowed_models=tuple(key.get("allowed_models") or ()), expires_at=expires,
@@ -230,9 +228,7 @@ class KeyService:
                     raise InvalidRequest("Expiry must be a date (YYYY-MM-DD).", param="expires_at") from None
             if isinstance(expires_at, dt.date) and not isinstance(expires_at, dt.datetime):
                 expires_at = dt.datetime.combine(expires_at, dt.time())
-            if expires_at.tzinfo is None:
-                expires_at = expires_at.replace(tzinfo=dt.timezone.utc)
-            out["expires_at"] = expires_at
+            out["expires_at"] = as_utc(expires_at)
         if allowed_models:
             if isinstance(allowed_models, str):
                 allowed_models = [m.strip() for m in allowed_models.split(",")]

@@ -13,11 +13,7 @@ from dataclasses import dataclass
 
 from services.db import AFTER, DuplicateKeyError
 from services.errors import RateLimited
-from services.users import utcnow
-
-
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value
+from services.users import as_utc, utcnow
 
 
 @dataclass
@@ -58,7 +54,7 @@ class ThrottleService:
         doc = await self.db.login_attempts.find_one({"key": key})
         if doc is None or doc.get("count", 0) < limit:
             return
-        ends = _aware(doc["window_start"]) + dt.timedelta(seconds=self.window_seconds)
+        ends = as_utc(doc["window_start"]) + dt.timedelta(seconds=self.window_seconds)
         wait = (ends - utcnow()).total_seconds()
         if wait <= 0:
             return

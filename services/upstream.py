@@ -15,7 +15,7 @@ import httpx
 import orjson
 
 from services.config import Settings
-from services.errors import GatewayError, UpstreamError, UpstreamOverloaded
+from services.errors import GatewayError, UpstreamError, UpstreamOverloaded, error_type_for
 from services.http1 import KeepAliveTransport
 
 log = logging.getLogger(__name__)
@@ -25,10 +25,6 @@ FORWARD_REQUEST_HEADERS = ("anthropic-version", "anthropic-beta", "anthropic-wor
 # Upstream response headers passed back to the client (plus every anthropic-ratelimit-*).
 PASS_BACK_HEADERS = ("request-id", "retry-after", "x-should-retry", "retry-after-ms")
 DEFAULT_VERSION = "2023-06-01"
-_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
-                529: "overloaded_error"}
-
 
 @dataclass(frozen=True)
 class Upstream:
@@ -174,18 +170,17 @@ class UpstreamService:
                                  headers=headers)
         if 400 <= status < 500:
             return GatewayError(message or f"Upstream rejected the request (HTTP {status}).", status=status,
-                                error_type=etype or _ERROR_TYPES.get(status, "invalid_request_error"),
+                                error_type=etype or error_type_for(status),
                                 headers=headers)
         return UpstreamError(f"The upstream failed (HTTP {status}){': ' + message if message else ''}.",
                              headers=headers)
 
-    async def call(self, path: str, body: bytes, client_headers, *, query: str = "") -> tuple[int, dict, bytes]:
-        """A small non-streamed call (count_tokens): returns (200, headers to pass back, body).
+    async def call(self, path: str, body: bytes, client_headers, *, query: str = "") -> tuple[dict, bytes]:
+        """A small non-streamed call (count_tokens): returns (headers to pass back, body).
 
         Raises the mapped GatewayError for any non-200 answer or transport failure.
         """
         response = await self.open(path, body, client_headers, query=query)
         if response.status_code != 200:
             raise await self.error_for(response)
-        headers = pass_back_headers(response)
-        return 200, headers, await self.read(response)
+        return pass_back_headers(response), await self.read(response)

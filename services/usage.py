@@ -60,14 +60,6 @@ class UsageService:
             "created_at", -1).skip(skip).limit(limit)
         return await cursor.to_list(limit)
 
-    async def count(self, *, user_id=None, key_id=None, model: str | None = None) -> int:
-        return await self.db.usage.count_documents(self._query(user_id, key_id, model))
-
-    async def daily(self, user_id, *, since_day: str) -> list[dict]:
-        """Rollup rows for the user from `since_day` (YYYY-MM-DD) on."""
-        return await self.db.usage_daily.find(
-            {"user_id": as_object_id(user_id), "day": {"$gte": since_day}}, {"_id": 0}).to_list(None)
-
     async def spent_by_key(self, key_id) -> int:
         """Micro-credits a key has spent to date (from the rollups)."""
         rows = await self.db.usage_daily.find({"key_id": as_object_id(key_id)}, {"credits": 1}).to_list(None)

@@ -30,6 +30,12 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+def as_utc(value: dt.datetime) -> dt.datetime:
+    """An aware UTC datetime: Motor returns aware ones (tz_aware=True), the embedded store
+    naive UTC, and a date typed into a form is meant as UTC."""
+    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+
+
 def as_object_id(value) -> ObjectId:
     if isinstance(value, ObjectId):
         return value

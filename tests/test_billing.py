@@ -111,7 +111,7 @@ def test_settle_is_exactly_once(gateway):
         user = await s.users.by_username(username)
         p = Principal(user_id=user["_id"], username=username, key_id=None, key_name="k")
         model = s.catalog.resolve("claude-sonnet-4")
-        hold = await s.billing.hold(p, model, request_id="req_once", est_input_tokens=10, max_tokens=100, started=0)
+        hold = await s.billing.hold(p, model, request_id="req_once", est_input_tokens=10, max_tokens=100)
         usage = Usage(input_tokens=10, output_tokens=90)
         first = await s.billing.settle(hold, usage, record={"status": 200})
         await s.billing.settle(hold, usage, record={"status": 200})
@@ -174,7 +174,7 @@ def test_key_cap_stays_exact_when_changed_or_recovered_with_requests_in_flight(g
     async def scenario():
         p = await s.keys.authenticate(key)
         hold = await s.billing.hold(p, model, request_id="req_inflight", est_input_tokens=100,
-                                    max_tokens=1000, started=0)
+                                    max_tokens=1000)
         assert await cap_left(p) == 1_000_000 - hold.amount
         limits = {"credit_cap": "1.5", "expires_at": None, "allowed_models": None, "rpm": None}
         await s.keys.update(p.key_id, limits=limits)  # raise the cap while the request runs
@@ -184,7 +184,7 @@ def test_key_cap_stays_exact_when_changed_or_recovered_with_requests_in_flight(g
         settled = await cap_left(p)
 
         crashed = await s.billing.hold(p, model, request_id="req_crashed", est_input_tokens=100,
-                                       max_tokens=1000, started=0)
+                                       max_tokens=1000)
         assert await cap_left(p) == settled - crashed.amount
         released = await s.billing.release_stale_holds(
             older_than=dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=5))
