@@ -96,7 +96,8 @@ async def start(settings: Settings, **kwargs) -> tuple[tornado.httpserver.HTTPSe
     services = await build_services(settings, **kwargs)
     app = make_app(services)
     app.settings["keepalive"].start()
-    asyncio.ensure_future(_refresh_catalog(services))
+    # Held by the app: the event loop keeps only a weak reference to a task.
+    app.settings["catalog_refresh"] = asyncio.ensure_future(_refresh_catalog(services))
     # Bodies up to twice the documented limit are read so the handler can answer a clear
     # 413; anything larger is cut off by Tornado itself.
     server = app.listen(settings.port, settings.host, max_body_size=2 * settings.max_body_bytes,

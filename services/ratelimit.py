@@ -37,6 +37,7 @@ class RateLimitService:
     sync_seconds: float = 1.0
     _windows: dict = field(default_factory=dict)  # key id -> _Window of the current minute
     _sync_timer: asyncio.TimerHandle | None = None
+    _sync_task: asyncio.Task | None = None
 
     async def check(self, principal: Principal) -> None:
         """Count one request for the key; raise RateLimited (429, retry-after) past its limit."""
@@ -76,8 +77,9 @@ class RateLimitService:
                     raise
 
     def _sync_soon(self) -> None:
-        task = asyncio.ensure_future(self.sync())
-        task.add_done_callback(_log_failure)
+        # Held here: the event loop keeps only a weak reference to a task.
+        self._sync_task = asyncio.ensure_future(self.sync())
+        self._sync_task.add_done_callback(_log_failure)
 
     async def _add(self, key_id, minute: int, count: int) -> int:
         """Add `count` to the key's shared count for `minute`; returns the new total."""
