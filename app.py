@@ -14,26 +14,27 @@ import httpx
 import tornado.httpserver
 import tornado.web
 
-from handlers import account, admin_api, auth, dashboard, keys_pages, messages, models, openai, pages, topup
+from handlers.api import admin, messages, models, openai_chat
+from handlers.api.relay import KeepAlive
 from handlers.base import NotFoundApiHandler, NotFoundPageHandler, make_jinja_env
-from handlers.relay import KeepAlive
-from services import db as dbmod
-from services.billing import BillingService
-from services.catalog import CatalogService
+from handlers.pages import account, auth, dashboard, home, keys, topup
+from services.accounts.keys import KeyService
+from services.accounts.login_throttle import ThrottleService
+from services.accounts.users import UserService
+from services.billing.credits import BillingService
+from services.billing.topup import TopupService
+from services.billing.usage import UsageService
 from services.config import ConfigError, Settings
-from services.keys import KeyService
-from services.ratelimit import RateLimitService
-from services.throttle import ThrottleService
-from services.topup import TopupService
-from services.upstream import UpstreamService
-from services.usage import UsageService
-from services.users import UserService
+from services.gateway.catalog import CatalogService
+from services.gateway.ratelimit import RateLimitService
+from services.gateway.upstream import UpstreamService
+from services.store import db as dbmod
 
 ROOT = Path(__file__).resolve().parent
 log = logging.getLogger("cheaplm")
 
 # Each handlers module ends with `routes = [...]`; later modules plug in here.
-ROUTE_MODULES = [messages, openai, models, admin_api, auth, dashboard, keys_pages, topup, account, pages]
+ROUTE_MODULES = [messages, openai_chat, models, admin, auth, dashboard, keys, topup, account, home]
 
 
 @dataclass
@@ -62,9 +63,11 @@ async def build_services(settings: Settings, *, db=None,
     usage = UsageService(db)
     billing = BillingService(db, usage)
     services = Services(
-        settings=settings, db=db, catalog=CatalogService(db), users=UserService(db),
+        settings=settings, db=db, catalog=CatalogService(db, settings.catalog_refresh_seconds), users=UserService(db),
         keys=KeyService(db, usage=usage, cache_seconds=settings.key_cache_seconds), usage=usage,
-        billing=billing, topup=TopupService(db, billing), throttle=ThrottleService(db),
+        billing=billing, topup=TopupService(db, billing), throttle=ThrottleService(
+            db, settings.login_max_per_account, settings.login_max_per_ip, settings.signup_max_per_ip,
+            settings.login_window_seconds),
         upstream=UpstreamService(db, settings, transport),
         ratelimit=RateLimitService(db, settings.rate_limit_rpm))
     await services.catalog.seed()
@@ -101,7 +104,7 @@ async def start(settings: Settings, **kwargs) -> tuple[tornado.httpserver.HTTPSe
     # Bodies up to twice the documented limit are read so the handler can answer a clear
     # 413; anything larger is cut off by Tornado itself.
     server = app.listen(settings.port, settings.host, max_body_size=2 * settings.max_body_bytes,
-                        idle_connection_timeout=3600, xheaders=True)
+                        idle_connection_timeout=settings.header_timeout, xheaders=True)
     return server, app
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from services.keys import display_prefix, hash_key, new_key
+from services.accounts.keys import display_prefix, hash_key, new_key
 
 KEYS, RECORDS = 300, 20_000
 

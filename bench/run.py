@@ -39,7 +39,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-
 import loadgen
 import procs
 from loadgen import Check, Result

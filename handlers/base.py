@@ -16,10 +16,10 @@ import orjson
 import tornado.web
 from markupsafe import Markup
 
-from services.errors import GatewayError, InvalidRequest, NotFound, RequestTooLarge, error_type_for
-from services.keys import Principal
-from services.money import fmt_credits
-from services.users import as_utc
+from services.core.clock import as_utc
+from services.core.errors import GatewayError, InvalidRequest, NotFound, RequestTooLarge, error_type_for
+from services.core.money import fmt_credits
+from services.core.types import Principal
 
 log = logging.getLogger("cheaplm")
 

@@ -39,6 +39,10 @@ class Settings:
     upstream_idle_timeout: float = _setting(300.0, "Seconds of upstream silence (no bytes) before "
                                             "the call is treated as failed.")
     upstream_connect_timeout: float = _setting(10.0, "Seconds to connect to the upstream.")
+    upstream_write_timeout: float = _setting(60.0, "Seconds to send a request body to the upstream.")
+    upstream_max_connections: int = _setting(1000, "Most simultaneous connections to one upstream host.")
+    upstream_max_keepalive: int = _setting(64, "Idle upstream connections kept open for reuse.")
+    upstream_keepalive_expiry: float = _setting(60.0, "Seconds an idle upstream connection is kept.")
     keepalive_interval: float = _setting(15.0, "Seconds of stream silence before the gateway "
                                          "sends a keep-alive (ping event / SSE comment).")
     max_body_mb: float = _setting(32.0, "Largest request body accepted, in MB (413 above).")
@@ -48,6 +52,14 @@ class Settings:
                                         "made in another process takes effect within this time.")
     hold_stale_seconds: float = _setting(3600.0, "Holds older than this are released at start-up "
                                          "(their request crashed). memory:// releases all.")
+    catalog_refresh_seconds: float = _setting(5.0, "Seconds between reloads of models and upstreams "
+                                              "from the database (edits made elsewhere apply within it).")
+    login_max_per_account: int = _setting(5, "Failed log-ins for one account per throttle window.")
+    login_max_per_ip: int = _setting(20, "Failed log-ins from one address per throttle window.")
+    signup_max_per_ip: int = _setting(10, "Accounts created from one address per throttle window.")
+    login_window_seconds: int = _setting(900, "Length of the log-in / sign-up throttle window, in seconds.")
+    header_timeout: float = _setting(60.0, "Seconds a client may take to send a request's headers "
+                                     "(also how long an idle keep-alive connection stays open).")
     log_level: str = _setting("INFO", "Python logging level.")
     debug: bool = _setting(False, "Tornado debug mode (autoreload, tracebacks). Never in production.")
 

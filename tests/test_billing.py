@@ -7,7 +7,7 @@ import threading
 
 import httpx
 
-from services.billing import Usage
+from services.core.types import Usage
 from tests.fake_upstream import Scenario
 
 HELLO = [{"role": "user", "content": "Hello"}]
@@ -107,7 +107,7 @@ def test_settle_is_exactly_once(gateway):
     s = gateway.services
 
     async def scenario():
-        from services.keys import Principal
+        from services.core.types import Principal
         user = await s.users.by_username(username)
         p = Principal(user_id=user["_id"], username=username, key_id=None, key_name="k")
         model = s.catalog.resolve("claude-sonnet-4")

@@ -11,7 +11,7 @@ import anthropic
 import httpx
 import pytest
 
-from services.money import cost_micro, fmt_credits, to_micro
+from services.core.money import cost_micro, fmt_credits, to_micro
 
 CHROMIUM = "/usr/bin/chromium"
 if not os.path.exists(CHROMIUM):

@@ -7,13 +7,12 @@ import asyncio
 import datetime as dt
 
 from bson import ObjectId
-from mongomock.filtering import filter_applies, resolve_sort_key
-
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from mongomock.filtering import filter_applies, resolve_sort_key
 
-from services import db as dbmod
 from services.config import Settings
+from services.store import db as dbmod
 
 DOCS = st.lists(st.fixed_dictionaries({"user": st.integers(0, 3), "n": st.integers(-5, 5),
                                        "tag": st.sampled_from(["a", "b", "c"])}), max_size=40)

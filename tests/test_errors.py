@@ -247,9 +247,9 @@ def test_rate_limit_counts_are_shared_between_processes(gateway):
     """Two gateway processes (two services on one database) share one per-key count: far
     below the limit each counts locally and syncs; near it, every request is counted in
     MongoDB, so together they let through no more than the limit plus the documented slack."""
-    from services.errors import RateLimited
-    from services.keys import Principal
-    from services.ratelimit import RateLimitService
+    from services.core.errors import RateLimited
+    from services.core.types import Principal
+    from services.gateway.ratelimit import RateLimitService
 
     if time.time() % 60 > 58:  # the windows are calendar minutes: do not straddle one
         time.sleep(60.2 - time.time() % 60)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.http1 import KeepAliveTransport
+from services.gateway.http1 import KeepAliveTransport
 
 
 class ScriptedServer:

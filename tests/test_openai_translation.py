@@ -1,4 +1,4 @@
-"""OpenAI Chat Completions ⇄ Anthropic Messages translation (services/openai_compat.py)."""
+"""OpenAI Chat Completions ⇄ Anthropic Messages translation (services/protocols/)."""
 from __future__ import annotations
 
 import json
@@ -8,10 +8,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.errors import InvalidRequest
-from services.openai_compat import (
-    JSON_TOOL_NAME, PLACEHOLDER_TEXT, ChatPlan, ChatStreamTranslator, ModelLimits,
-    anthropic_to_chat, chat_to_anthropic, responses_to_chat, split_thinking_suffix,
+from services.core.errors import InvalidRequest
+from services.protocols.openai_compat import (
+    JSON_TOOL_NAME,
+    PLACEHOLDER_TEXT,
+    ChatPlan,
+    ChatStreamTranslator,
+    ModelLimits,
+    anthropic_to_chat,
+    chat_to_anthropic,
+    responses_to_chat,
+    split_thinking_suffix,
 )
 from tests.anthropic_validator import validate_request
 

@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 
-from services.money import cost_micro, fmt_credits, to_micro
+from services.core.money import cost_micro, fmt_credits, to_micro
 
 PASSWORD = "password-123"
 _names = itertools.count(1)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from handlers.relay import AnthropicPassthrough
-from services.billing import Usage
-from services.sse import EventBuffer
+from handlers.api.relay import AnthropicPassthrough
+from services.core.types import Usage
+from services.protocols.sse import EventBuffer
 
 EVENTS = [
     b'event: message_start\ndata: {"type":"message_start","message":{"usage":{"input_tokens":25,"output_tokens":1}}}',

@@ -7,9 +7,9 @@ import re
 import httpx
 import pytest
 
-from services.errors import InvalidRequest
-from services.money import fmt_credits, to_micro
-from services.topup import TopupService, canonical_code, hash_code
+from services.billing.topup import TopupService, canonical_code, hash_code
+from services.core.errors import InvalidRequest
+from services.core.money import fmt_credits, to_micro
 from tests.test_pages import signed_in, text_of
 
 CODE_RE = re.compile(r"^CLM(-[A-HJ-NP-Z2-9]{4}){4}$")

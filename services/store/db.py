@@ -30,7 +30,7 @@ def connect(settings: Settings):
     if settings.embedded:
         from mongomock_motor import AsyncMongoMockClient
 
-        from services.embedded import speed_up_mongomock
+        from services.store.embedded import speed_up_mongomock
 
         speed_up_mongomock()  # before the first collection exists (mongomock-motor wraps methods)
 

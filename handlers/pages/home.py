@@ -4,9 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from handlers.base import PageHandler
-from services.catalog import Model
-from services.errors import GatewayError
-from services.money import MICRO, cost_micro, fmt_credits
+from services.core.errors import GatewayError
+from services.core.money import MICRO, cost_micro, fmt_credits
+from services.core.types import Model
 
 KEY_PLACEHOLDER = "sk-YOUR_KEY"
 # Sample jobs for the pricing table: (task, tokens, which end of the price list).

@@ -9,9 +9,9 @@ import io
 from dataclasses import dataclass, field
 
 from handlers.base import PageHandler, fmt_when
-from handlers.pages import ModelRow, compact_number
-from services.money import fmt_credits
-from services.users import as_object_id
+from handlers.pages.home import ModelRow, compact_number
+from services.core.ids import as_object_id
+from services.core.money import fmt_credits
 
 PAGE_SIZE = 25
 CHART_DAYS = 30

@@ -11,9 +11,9 @@ import datetime as dt
 import math
 from dataclasses import dataclass
 
-from services.db import AFTER, DuplicateKeyError
-from services.errors import RateLimited
-from services.users import as_utc, utcnow
+from services.core.clock import as_utc, utcnow
+from services.core.errors import RateLimited
+from services.store.db import AFTER, DuplicateKeyError
 
 
 @dataclass

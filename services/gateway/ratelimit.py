@@ -16,9 +16,9 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from services.db import AFTER
-from services.errors import RateLimited
-from services.keys import Principal
+from services.core.errors import RateLimited
+from services.core.types import Principal
+from services.store.db import AFTER
 
 log = logging.getLogger(__name__)
 

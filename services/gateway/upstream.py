@@ -3,7 +3,7 @@
 Upstreams are data (`upstreams` collection). Today the enabled upstream with the lowest
 `priority` serves every request; pools with weights, failover and circuit breakers will
 choose among the same records later. One shared httpx transport (the lean keep-alive
-pool of services/http1.py) serves all calls.
+pool of services/gateway/http1.py) serves all calls.
 """
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import httpx
 import orjson
 
 from services.config import Settings
-from services.errors import GatewayError, UpstreamError, UpstreamOverloaded, error_type_for
-from services.http1 import KeepAliveTransport
+from services.core.errors import GatewayError, UpstreamError, UpstreamOverloaded, error_type_for
+from services.gateway.http1 import KeepAliveTransport
 
 log = logging.getLogger(__name__)
 

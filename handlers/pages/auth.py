@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 from handlers.base import PageHandler, safe_next
-from services.errors import GatewayError, InvalidRequest, RateLimited
-from services.money import fmt_credits, to_micro
-from services.users import EMAIL_RE, PASSWORD_MAX, PASSWORD_RULES, USERNAME_RE, check_password_rules
+from services.accounts.users import EMAIL_RE, PASSWORD_MAX, PASSWORD_RULES, USERNAME_RE, check_password_rules
+from services.core.errors import GatewayError, InvalidRequest, RateLimited
+from services.core.money import fmt_credits, to_micro
 
 USERNAME_HELP = "3–32 characters: letters, digits, “_”, “.” or “-”."
 FIELD_MAX = 256  # longest username/email we even look at

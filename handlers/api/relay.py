@@ -15,13 +15,12 @@ import orjson
 import tornado.iostream
 
 from handlers.base import ApiHandler, log
-from services.billing import Hold, Receipt, Usage
-from services.catalog import Model
-from services.errors import GatewayError, UpstreamError
-from services.keys import Principal
-from services.money import fmt_credits
-from services.sse import ANTHROPIC_PING, EventBuffer, anthropic_error_event, event_data, event_name
-from services.upstream import pass_back_headers
+from services.billing.credits import Hold, Receipt
+from services.core.errors import GatewayError, UpstreamError
+from services.core.money import fmt_credits
+from services.core.types import Model, Principal, Usage
+from services.gateway.upstream import pass_back_headers
+from services.protocols.sse import ANTHROPIC_PING, EventBuffer, anthropic_error_event, event_data, event_name
 
 CLIENT_GONE = 499  # nginx's convention for "client closed the request"
 

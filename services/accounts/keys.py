@@ -11,10 +11,12 @@ import string
 import time
 from dataclasses import dataclass, field
 
-from services.db import AFTER
-from services.errors import AuthenticationFailed, Conflict, InvalidRequest, NotFound, PermissionDenied
-from services.money import to_micro
-from services.users import as_object_id, as_utc, utcnow
+from services.core.clock import as_utc, utcnow
+from services.core.errors import AuthenticationFailed, Conflict, InvalidRequest, NotFound, PermissionDenied
+from services.core.ids import as_object_id
+from services.core.money import to_micro
+from services.core.types import Principal
+from services.store.db import AFTER
 
 KEY_ALPHABET = string.ascii_letters + string.digits
 KEY_NAME_MAX = 64
@@ -33,20 +35,6 @@ def hash_key(raw: str) -> str:
 
 def display_prefix(raw: str) -> str:
     return f"{raw[:7]}…{raw[-4:]}"
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: the authenticated key and its user, as of the lookup."""
-
-    user_id: object
-    username: str
-    key_id: object
-    key_name: str
-    credit_cap: int | None = None          # micro-credits the key may spend in total
-    allowed_models: tuple[str, ...] = ()   # empty = all
-    expires_at: dt.datetime | None = None
-    rpm: int = 0                           # requests per minute; 0 = the gateway default
 
 
 @dataclass

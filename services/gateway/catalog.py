@@ -5,8 +5,8 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from services.errors import InvalidRequest
-from services.money import to_micro
+from services.core.errors import InvalidRequest
+from services.core.types import Model
 
 # Seeded on first start from the public docs' model table. Admins edit these documents;
 # nothing below is consulted once the collection has data.
@@ -40,36 +40,6 @@ SEED_MODELS: list[dict] = [
 ]
 
 
-@dataclass(frozen=True)
-class Model:
-    """One catalog entry as the gateway uses it."""
-
-    id: str
-    upstream_id: str
-    display_name: str
-    max_input: int
-    max_output: int
-    price_per_1k_micro: int
-    features: tuple[str, ...] = ()
-    aliases: tuple[str, ...] = ()
-    adaptive_thinking: bool = False
-    created: int = 0
-
-    @property
-    def supports_thinking(self) -> bool:
-        return "thinking" in self.features
-
-    @classmethod
-    def from_doc(cls, doc: dict) -> "Model":
-        return cls(id=doc["_id"], upstream_id=doc.get("upstream_id") or doc["_id"],
-                   display_name=doc.get("display_name") or doc["_id"],
-                   max_input=int(doc["max_input"]), max_output=int(doc["max_output"]),
-                   price_per_1k_micro=to_micro(doc["cost_per_1k"]),
-                   features=tuple(doc.get("features", ())), aliases=tuple(doc.get("aliases", ())),
-                   adaptive_thinking=bool(doc.get("adaptive_thinking")),
-                   created=int(doc.get("created", 0)))
-
-
 def _norm(name: str) -> str:
     return name.strip().lower()
 
@@ -84,7 +54,7 @@ class CatalogService:
     """
 
     db: object
-    refresh_seconds: float = 5.0
+    refresh_seconds: float = 5.0  # Settings.catalog_refresh_seconds
     _models: dict[str, Model] = field(default_factory=dict)
     _index: dict[str, Model] = field(default_factory=dict)
 

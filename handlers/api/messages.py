@@ -1,9 +1,9 @@
 """Anthropic Messages API: /v1/messages (billed passthrough) and /v1/messages/count_tokens."""
 from __future__ import annotations
 
+from handlers.api.relay import AnthropicPassthrough, RelayHandler
 from handlers.base import ApiHandler
-from handlers.relay import AnthropicPassthrough, RelayHandler
-from services.messages import prepare_count_tokens, prepare_messages
+from services.protocols.anthropic import prepare_count_tokens, prepare_messages
 
 
 class MessagesApiHandler(RelayHandler):

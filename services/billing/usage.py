@@ -8,9 +8,9 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from services.users import as_object_id
+from services.core.ids import as_object_id
+from services.core.types import TOKEN_FIELDS
 
-TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 # What the dashboard's request table shows (an inclusion projection keeps pages small).
 TABLE_FIELDS = {"_id": 0, **{f: 1 for f in (
     "request_id", "key_name", "model", "endpoint", "stream", "status", "error", "total_tokens", "credits",

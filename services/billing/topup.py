@@ -11,10 +11,11 @@ import secrets
 from dataclasses import dataclass
 from decimal import Decimal
 
-from services.db import AFTER
-from services.errors import InvalidRequest
-from services.money import MICRO, to_micro
-from services.users import as_object_id, utcnow
+from services.core.clock import utcnow
+from services.core.errors import InvalidRequest
+from services.core.ids import as_object_id
+from services.core.money import MICRO, to_micro
+from services.store.db import AFTER
 
 # 32 symbols without 0/O and 1/I, so a code read aloud or retyped survives; 16 of them are
 # 80 random bits, far beyond guessing.

@@ -8,8 +8,8 @@ from __future__ import annotations
 import hmac
 
 from handlers.base import ApiHandler
-from services.errors import AuthenticationFailed, InvalidRequest
-from services.money import to_credits, to_micro
+from services.core.errors import AuthenticationFailed, InvalidRequest
+from services.core.money import to_credits, to_micro
 
 
 def key_json(doc: dict, spent: int | None = None) -> dict:

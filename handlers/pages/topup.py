@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from handlers.base import PageHandler
-from services.errors import InvalidRequest
-from services.money import fmt_credits
+from services.core.errors import InvalidRequest
+from services.core.money import fmt_credits
 
 PAGE_SIZE = 25
 KIND_LABELS = {"topup": "Top-up", "usage": "API usage", "signup": "Welcome credits", "adjustment": "Adjustment"}

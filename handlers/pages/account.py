@@ -1,10 +1,10 @@
 """Account page: change email, change password (current one required; other sessions end)."""
 from __future__ import annotations
 
-from handlers.auth import FIELD_MAX, INVALID_EMAIL, email_error
 from handlers.base import PageHandler
-from services.errors import InvalidRequest, RateLimited
-from services.users import PASSWORD_MAX, PASSWORD_RULES
+from handlers.pages.auth import FIELD_MAX, INVALID_EMAIL, email_error
+from services.accounts.users import PASSWORD_MAX, PASSWORD_RULES
+from services.core.errors import InvalidRequest, RateLimited
 
 
 class AccountPageHandler(PageHandler):

@@ -1,7 +1,7 @@
 """OpenAI Chat Completions (and Cursor's flavour of it), translated to and from Claude.
 
 Billing, holds, streaming, disconnects and keep-alives are the relay's, exactly as on the
-Anthropic path; this module only adapts the formats (services/openai_compat.py).
+Anthropic path; this module only adapts the formats (services/protocols/).
 """
 from __future__ import annotations
 
@@ -10,13 +10,20 @@ import time
 
 import orjson
 
-from handlers.relay import RelayHandler, note_usage
-from services.billing import Usage
-from services.errors import GatewayError, InvalidRequest
-from services.messages import estimate_input_tokens
-from services.openai_compat import (ChatPlan, ChatStreamTranslator, ModelLimits, anthropic_to_chat,
-                                    chat_to_anthropic, responses_to_chat, split_thinking_suffix)
-from services.sse import event_data, event_name
+from handlers.api.relay import RelayHandler, note_usage
+from services.core.errors import GatewayError, InvalidRequest
+from services.core.types import Usage
+from services.protocols.anthropic import estimate_input_tokens
+from services.protocols.openai_compat import (
+    ChatPlan,
+    ChatStreamTranslator,
+    ModelLimits,
+    anthropic_to_chat,
+    chat_to_anthropic,
+    responses_to_chat,
+    split_thinking_suffix,
+)
+from services.protocols.sse import event_data, event_name
 
 
 class ChatAdapter:

@@ -4,8 +4,8 @@ from __future__ import annotations
 import datetime as dt
 
 from handlers.base import ApiHandler
-from services.errors import InvalidRequest, NotFound
-from services.money import to_credits
+from services.core.errors import InvalidRequest, NotFound
+from services.core.money import to_credits
 
 
 def openai_model(m) -> dict:

@@ -20,44 +20,17 @@ import logging
 import time
 from dataclasses import dataclass
 
-from services.catalog import Model
-from services.db import AFTER
-from services.errors import Conflict, InsufficientCredits, InvalidRequest, NotFound, PermissionDenied
-from services.keys import Principal
-from services.money import cost_micro, fmt_credits, to_micro
-from services.usage import TOKEN_FIELDS, UsageService
-from services.users import as_object_id, utcnow
+from services.billing.usage import UsageService
+from services.core.clock import utcnow
+from services.core.errors import Conflict, InsufficientCredits, InvalidRequest, NotFound, PermissionDenied
+from services.core.ids import as_object_id
+from services.core.money import cost_micro, fmt_credits, to_micro
+from services.core.types import Model, Principal, Usage
+from services.store.db import AFTER
 
 log = logging.getLogger(__name__)
 
 LOW_BALANCE = "Insufficient balance. Please top up your account."
-
-
-@dataclass
-class Usage:
-    """Token counts reported by the upstream (latest value of each counter, never summed)."""
-
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_creation_input_tokens: int = 0
-    cache_read_input_tokens: int = 0
-
-    @property
-    def total(self) -> int:
-        return (self.input_tokens + self.output_tokens + self.cache_creation_input_tokens
-                + self.cache_read_input_tokens)
-
-    def update(self, counters: dict | None) -> None:
-        """Take every integer counter present in an Anthropic `usage` object."""
-        if not counters:
-            return
-        for name in TOKEN_FIELDS:
-            value = counters.get(name)
-            if isinstance(value, int) and not isinstance(value, bool):
-                setattr(self, name, value)
-
-    def as_dict(self) -> dict:
-        return {name: getattr(self, name) for name in TOKEN_FIELDS}
 
 
 @dataclass

@@ -1,20 +1,20 @@
 """Users: accounts, password hashing (argon2, off the event loop) and freezing.
 
 Owns the `users` collection's identity fields; balances in the same documents are moved
-only by `services/billing.py`.
+only by `services/billing/credits.py`.
 """
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import re
 from dataclasses import dataclass
 
-from bson import ObjectId
 from passlib.hash import argon2
 
-from services.db import AFTER, DuplicateKeyError
-from services.errors import Conflict, InvalidRequest, NotFound
+from services.core.clock import utcnow
+from services.core.errors import Conflict, InvalidRequest, NotFound
+from services.core.ids import as_object_id
+from services.store.db import AFTER, DuplicateKeyError
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s]{2,}$")
@@ -24,25 +24,6 @@ PASSWORD_RULES = f"{PASSWORD_MIN}–{PASSWORD_MAX} characters, with at least one
 # Computed once so that verifying an unknown username costs as much as a real one
 # (no user-enumeration through timing).
 _DUMMY_HASH = argon2.hash("dummy-password-1")
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
-def as_utc(value: dt.datetime) -> dt.datetime:
-    """An aware UTC datetime: Motor returns aware ones (tz_aware=True), the embedded store
-    naive UTC, and a date typed into a form is meant as UTC."""
-    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
-
-
-def as_object_id(value) -> ObjectId:
-    if isinstance(value, ObjectId):
-        return value
-    try:
-        return ObjectId(str(value))
-    except Exception:
-        raise NotFound(f"No such id: {value!r}") from None
 
 
 def check_password_rules(password: object) -> str:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime as dt
 
 from handlers.base import PageHandler, fmt_day
-from services.errors import InvalidRequest
-from services.keys import KEY_NAME_MAX
-from services.money import fmt_credits
-from services.users import as_utc, utcnow
+from services.accounts.keys import KEY_NAME_MAX
+from services.core.clock import as_utc, utcnow
+from services.core.errors import InvalidRequest
+from services.core.money import fmt_credits
 
 PAGE_SIZE = 50
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from services.errors import InvalidRequest
+from services.core.errors import InvalidRequest
 
 JSON_TOOL_NAME = "json_tool_call"
 """Synthetic tool carrying `response_format` JSON; its input becomes `message.content`."""

@@ -12,8 +12,9 @@ import re
 from dataclasses import dataclass
 from json.decoder import scanstring
 
-from services.catalog import CatalogService, Model
-from services.errors import InvalidRequest
+from services.core.errors import InvalidRequest
+from services.core.types import Model
+from services.gateway.catalog import CatalogService
 
 _WS = re.compile(r"[ \t\n\r]*")
 _DECODER = json.JSONDecoder()
