@@ -61,10 +61,11 @@ async def build_services(settings: Settings, *, db=None,
         _, db = dbmod.connect(settings)
     await dbmod.ensure_indexes(db)
     usage = UsageService(db)
-    billing = BillingService(db, usage)
+    keys = KeyService(db, usage=usage, cache_seconds=settings.key_cache_seconds)
+    billing = BillingService(db, usage, keys)
     services = Services(
-        settings=settings, db=db, catalog=CatalogService(db, settings.catalog_refresh_seconds), users=UserService(db),
-        keys=KeyService(db, usage=usage, cache_seconds=settings.key_cache_seconds), usage=usage,
+        settings=settings, db=db, catalog=CatalogService(db, settings.catalog_refresh_seconds),
+        users=UserService(db), keys=keys, usage=usage,
         billing=billing, topup=TopupService(db, billing), throttle=ThrottleService(
             db, settings.login_max_per_account, settings.login_max_per_ip, settings.signup_max_per_ip,
             settings.login_window_seconds),

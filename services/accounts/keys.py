@@ -111,6 +111,17 @@ class KeyService:
             problem = "This account is frozen."
         return principal, problem
 
+    async def reserve_cap(self, key_id, amount: int) -> bool:
+        """Take `amount` from a capped key's `cap_left` if it covers it. Atomic; False if not."""
+        doc = await self.db.api_keys.find_one_and_update(
+            {"_id": key_id, "cap_left": {"$gte": amount}}, {"$inc": {"cap_left": -amount}}, projection={"_id": 1})
+        return doc is not None
+
+    async def refund_cap(self, key_id, amount: int) -> None:
+        """Give back `amount` of a key's credit cap (unless the cap was lifted meanwhile). Atomic."""
+        await self.db.api_keys.update_one({"_id": as_object_id(key_id), "cap_left": {"$ne": None}},
+                                          {"$inc": {"cap_left": amount}})
+
     @staticmethod
     def check_model(principal: Principal, model) -> None:
         """Raise PermissionDenied if the key is limited to other models."""

@@ -20,6 +20,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+from services.accounts.keys import KeyService
 from services.billing.usage import UsageService
 from services.core.clock import utcnow
 from services.core.errors import Conflict, InsufficientCredits, InvalidRequest, NotFound, PermissionDenied
@@ -71,6 +72,7 @@ class BillingService:
 
     db: object
     usage: UsageService
+    keys: KeyService  # key credit caps move through the key service, which owns api_keys
 
     @staticmethod
     def hold_amount(model: Model, est_input_tokens: int, max_tokens: int) -> int:
@@ -87,9 +89,7 @@ class BillingService:
         amount = self.hold_amount(model, est_input_tokens, max_tokens)
         hold = Hold(request_id, principal, model, amount)
         if principal.credit_cap is not None:
-            key = await self.db.api_keys.find_one_and_update(
-                {"_id": principal.key_id, "cap_left": {"$gte": amount}}, {"$inc": {"cap_left": -amount}})
-            if key is None:
+            if not await self.keys.reserve_cap(principal.key_id, amount):
                 raise InsufficientCredits(
                     f"This API key's credit cap ({fmt_credits(principal.credit_cap)} credits) does not "
                     f"cover this request's hold of {fmt_credits(amount)} credits. Raise the key's cap "
@@ -102,14 +102,9 @@ class BillingService:
             projection={"_id": 1})
         if placed is None:
             if hold.key_capped:
-                await self._refund_cap(principal.key_id, amount)
+                await self.keys.refund_cap(principal.key_id, amount)
             await self._refuse(principal, amount)
         return hold
-
-    async def _refund_cap(self, key_id, amount: int) -> None:
-        """Give back `amount` of a key's credit cap (unless the cap was lifted meanwhile)."""
-        await self.db.api_keys.update_one({"_id": as_object_id(key_id), "cap_left": {"$ne": None}},
-                                          {"$inc": {"cap_left": amount}})
 
     async def _refuse(self, principal: Principal, amount: int):
         user = await self.db.users.find_one({"_id": principal.user_id}, {"balance": 1, "frozen": 1})
@@ -149,7 +144,7 @@ class BillingService:
                 {"_id": p.user_id}, {"$inc": {"balance": -cost}}, projection={"balance": 1, "held": 1})
             credits_left = before["balance"] + before["held"] - cost if before else 0
         if hold.key_capped:
-            await self._refund_cap(p.key_id, hold.amount - cost)
+            await self.keys.refund_cap(p.key_id, hold.amount - cost)
         if cost > hold.amount:
             log.warning("request %s cost %d µcr, above its hold of %d", hold.request_id, cost, hold.amount)
         now = utcnow()
@@ -224,13 +219,8 @@ class BillingService:
                     continue
                 released += 1
                 if capped_key is not None:
-                    await self._refund_cap(capped_key, amount)
-                now = utcnow()
-                await self.db.usage.insert_one({
-                    "request_id": request_id, "user_id": user["_id"], "key_id": None, "model": None,
-                    "status": "abandoned", "credits": 0, "hold": amount, "total_tokens": 0,
-                    "error": "The gateway stopped before this request settled; its hold was released.",
-                    "created_at": now, "day": now.strftime("%Y-%m-%d")})
+                    await self.keys.refund_cap(capped_key, amount)
+                await self.usage.record_abandoned(request_id, user["_id"], hold=amount)
         if released:
             log.warning("released %d stale credit holds", released)
         return released

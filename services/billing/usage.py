@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from services.core.clock import utcnow
 from services.core.ids import as_object_id
 from services.core.types import TOKEN_FIELDS
 
@@ -41,6 +42,17 @@ class UsageService:
         await self.db.usage_daily.update_one(
             {"_id": "{user_id}:{day}:{key_id}:{model}".format(**group)},
             {"$inc": inc, "$setOnInsert": group}, upsert=True)
+
+    async def record_abandoned(self, request_id: str, user_id, *, hold: int) -> None:
+        """Record a request whose process stopped before it settled (its hold was released).
+
+        Charged nothing and kept out of the rollups: its model and tokens are unknown."""
+        now = utcnow()
+        await self.db.usage.insert_one({
+            "request_id": request_id, "user_id": user_id, "key_id": None, "model": None,
+            "status": "abandoned", "credits": 0, "hold": hold, "total_tokens": 0,
+            "error": "The gateway stopped before this request settled; its hold was released.",
+            "created_at": now, "day": now.strftime("%Y-%m-%d")})
 
     @staticmethod
     def _query(user_id=None, key_id=None, model: str | None = None) -> dict:
