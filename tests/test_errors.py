@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import anthropic
 import httpx
@@ -247,14 +246,15 @@ def test_rate_limit_counts_are_shared_between_processes(gateway):
     """Two gateway processes (two services on one database) share one per-key count: far
     below the limit each counts locally and syncs; near it, every request is counted in
     MongoDB, so together they let through no more than the limit plus the documented slack."""
+    from services.core.clock import FixedClock
     from services.core.errors import RateLimited
     from services.core.types import Principal
     from services.gateway.ratelimit import RateLimitService
 
-    if time.time() % 60 > 58:  # the windows are calendar minutes: do not straddle one
-        time.sleep(60.2 - time.time() % 60)
+    clock = FixedClock(1_800_000_030.0)  # mid-minute: the windows are calendar minutes
     db = gateway.services.db
-    first, second = RateLimitService(db, sync_seconds=3600), RateLimitService(db, sync_seconds=3600)
+    first, second = (RateLimitService(db, sync_seconds=3600, clock=clock),
+                     RateLimitService(db, sync_seconds=3600, clock=clock))
     principal = Principal(user_id=None, key_id="shared-key", key_name="k", username="u", rpm=100)
 
     async def scenario():
@@ -285,3 +285,25 @@ def test_rate_limit_counts_are_shared_between_processes(gateway):
     assert 100 <= total <= 105, admitted  # the limit, plus at most 5% (one other process)
     assert refused == 200 - (total - 8)
     assert shared >= total
+
+
+def test_rate_limit_window_is_a_calendar_minute(gateway):
+    """A key refused in one minute is let through again when the next minute starts."""
+    from services.core.clock import FixedClock
+    from services.core.errors import RateLimited
+    from services.core.types import Principal
+    from services.gateway.ratelimit import RateLimitService
+
+    clock = FixedClock(1_800_000_058.0)
+    service = RateLimitService(gateway.services.db, clock=clock)
+    principal = Principal(user_id=None, key_id="minute-key", key_name="k", username="u", rpm=1)
+
+    async def scenario():
+        await service.check(principal)
+        with pytest.raises(RateLimited) as refused:
+            await service.check(principal)
+        clock.advance(2.0)
+        await service.check(principal)
+        return refused.value.headers["retry-after"]
+
+    assert gateway.run(scenario()) == "2"

@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import time
 from dataclasses import dataclass, field
 
+from services.core.clock import Clock
 from services.core.errors import RateLimited
 from services.core.types import Principal
 from services.store.db import AFTER
@@ -35,6 +35,7 @@ class RateLimitService:
     db: object
     default_rpm: int = 0  # 0 = no limit unless the key sets one
     sync_seconds: float = 1.0
+    clock: Clock = field(default_factory=Clock)
     _windows: dict = field(default_factory=dict)  # key id -> _Window of the current minute
     _sync_timer: asyncio.TimerHandle | None = None
     _sync_task: asyncio.Task | None = None
@@ -44,7 +45,7 @@ class RateLimitService:
         limit = principal.rpm or self.default_rpm
         if not limit:
             return
-        now = time.time()
+        now = self.clock.time()
         minute = int(now // 60)
         window = self._windows.get(principal.key_id)
         if window is None or window.minute != minute:
@@ -64,7 +65,7 @@ class RateLimitService:
     async def sync(self) -> None:
         """Add every locally counted request to the shared counts (also run at shutdown)."""
         self._sync_timer = None
-        minute = int(time.time() // 60)
+        minute = int(self.clock.time() // 60)
         for key_id, window in list(self._windows.items()):
             if window.minute != minute:
                 del self._windows[key_id]  # that minute is over: its count no longer matters
