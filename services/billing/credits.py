@@ -9,8 +9,8 @@ so "credits" as the user sees them are balance + held. Placing a hold moves micr
 from balance to held and pushes the entry; settling pulls the entry (matching the entry
 makes settlement idempotent) and moves hold − cost back to balance, in the same update.
 Entries are short strings, not sub-documents: the user document is rewritten on every
-hold and settlement, and with 50 requests in flight sub-documents made each of those
-updates 4× dearer on the embedded store (705 → 157 µs per hold + settle).
+hold and settlement, and with many requests in flight sub-documents make each of those
+updates several times dearer (figures in bench/PROFILE.md).
 Credits move only through these conditional `find_one_and_update` calls.
 """
 from __future__ import annotations
