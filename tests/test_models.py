@@ -8,12 +8,15 @@ import pytest
 
 from tests.fake_upstream import Scenario
 
-SEED = ["claude-opus-4.6", "claude-opus-4.5", "claude-opus-4-20250514", "claude-sonnet-4-5-20250514",
-        "claude-sonnet-4-20250514", "claude-haiku-3-5-20241022"]
+CURRENT = ["claude-opus-4-8", "claude-opus-4-7", "claude-sonnet-5", "claude-sonnet-4-6", "claude-haiku-4-5-20251001"]
+DOCUMENTED = ["claude-opus-4.6", "claude-opus-4.5", "claude-opus-4-20250514", "claude-sonnet-4-5-20250514",
+              "claude-sonnet-4-20250514", "claude-haiku-3-5-20241022"]
+SEED = CURRENT + DOCUMENTED
 
 
 def test_models_openai_shape_by_default(gateway):
-    """GET /v1/models lists the six catalog models in OpenAI's list shape (the openai SDK reads it)."""
+    """GET /v1/models lists the catalog (current models, then the documented table) in OpenAI's
+    list shape (the openai SDK reads it)."""
     _, key = gateway.user_with_key()
     client = openai.OpenAI(api_key=key, base_url=gateway.url + "/api/v1", max_retries=0)
     assert [m.id for m in client.models.list()] == SEED
@@ -24,7 +27,7 @@ def test_models_anthropic_shape_with_anthropic_version(gateway):
     _, key = gateway.user_with_key()
     client = anthropic.Anthropic(api_key=key, base_url=gateway.url, max_retries=0)
     models = list(client.models.list())
-    assert [m.id for m in models] == SEED and models[0].display_name == "Claude Opus 4.6"
+    assert [m.id for m in models] == SEED and models[0].display_name == "Claude Opus 4.8"
 
 
 def test_model_info_has_every_catalog_field(gateway):
@@ -57,14 +60,51 @@ def test_alias_added_as_data_works_without_code(gateway):
     """A model added to the catalog collection is served after a reload, with its alias."""
     _, key = gateway.user_with_key()
     db = gateway.services.db
-    gateway.run(db.models.insert_one({"_id": "claude-opus-4-8", "upstream_id": "claude-opus-4-8", "max_input": 200_000,
+    gateway.run(db.models.insert_one({"_id": "claude-opus-5", "upstream_id": "claude-opus-5", "max_input": 200_000,
                                       "max_output": 64_000, "cost_per_1k": "0.3", "features": ["thinking"],
                                       "aliases": ["opus-latest"], "enabled": True, "order": 9}))
     gateway.run(gateway.services.catalog.reload())
     r = httpx.post(gateway.url + "/v1/messages", headers={"x-api-key": key},
                    json={"model": "opus-latest", "max_tokens": 10, "messages": [{"role": "user", "content": "x"}]})
-    assert r.status_code == 200 and gateway.fake.requests[-1].json["model"] == "claude-opus-4-8"
+    assert r.status_code == 200 and gateway.fake.requests[-1].json["model"] == "claude-opus-5"
     assert r.headers["x-cheaplm-credits-used"] == "0.0525"
+
+
+@pytest.mark.parametrize("sent,expected", [
+    ("claude-opus-4-8", "claude-opus-4-8"), ("claude-opus-4-8[1m]", "claude-opus-4-8"),
+    ("claude-sonnet-5", "claude-sonnet-5"), ("sonnet[1m]", "claude-sonnet-5"),
+    ("claude-sonnet-4-6[1m]", "claude-sonnet-4-6"), ("claude-haiku-4-5-20251001", "claude-haiku-4-5-20251001"),
+    ("claude-haiku-4-5", "claude-haiku-4-5-20251001"), ("claude-opus-4-7", "claude-opus-4-7"),
+])
+def test_claude_code_default_models_resolve(gateway, sent, expected):
+    """Every model id Claude Code 2.1 sends by default (main, sonnet, haiku, [1m] variants) is
+    served, forwarded upstream under the catalog's upstream id."""
+    _, key = gateway.user_with_key()
+    r = httpx.post(gateway.url + "/v1/messages", headers={"x-api-key": key},
+                   json={"model": sent, "max_tokens": 10, "messages": [{"role": "user", "content": "x"}]})
+    assert r.status_code == 200, r.text
+    assert gateway.fake.requests[-1].json["model"] == expected
+
+
+def test_unknown_model_names_the_valid_ids(gateway):
+    """An unknown model is a 400 invalid_request_error that lists the valid ids."""
+    _, key = gateway.user_with_key()
+    r = httpx.post(gateway.url + "/v1/messages", headers={"x-api-key": key},
+                   json={"model": "gw-custom-model", "max_tokens": 10, "messages": [{"role": "user", "content": "x"}]})
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    assert "claude-opus-4-8" in r.json()["error"]["message"] and gateway.fake.requests == []
+
+
+def test_new_seed_models_reach_an_existing_catalog_once(gateway):
+    """A database seeded before a model was added gets it at the next start; a seed model an
+    admin removed does not come back."""
+    catalog, db = gateway.services.catalog, gateway.services.db
+    gateway.run(db.models.delete_one({"_id": "claude-sonnet-5"}))
+    gateway.run(db.meta.update_one({"_id": "catalog_seed"}, {"$pull": {"ids": "claude-opus-4-7"}}))
+    gateway.run(db.models.delete_one({"_id": "claude-opus-4-7"}))
+    gateway.run(catalog.seed())
+    ids = [m.id for m in catalog.models()]
+    assert "claude-opus-4-7" in ids and "claude-sonnet-5" not in ids
 
 
 def test_profile_documented_shape(gateway):

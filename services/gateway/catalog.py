@@ -8,9 +8,28 @@ from dataclasses import dataclass, field
 from services.core.errors import InvalidRequest
 from services.core.types import Model
 
-# Seeded on first start from the public docs' model table. Admins edit these documents;
-# nothing below is consulted once the collection has data.
+# The current generation (the ids Claude Code and Codex send by default), then the public
+# docs' model table. Each entry is inserted once, the first time a gateway starts that knows
+# it (`catalog_seed` in the `meta` collection remembers which were), so new releases reach
+# existing deployments while admins' edits and deletions stay.
+_CURRENT = {"max_input": 200_000, "max_output": 64_000, "features": ["thinking", "vision"],
+            "adaptive_thinking": True}
 SEED_MODELS: list[dict] = [
+    {"_id": "claude-opus-4-8", "upstream_id": "claude-opus-4-8", "display_name": "Claude Opus 4.8",
+     **_CURRENT, "cost_per_1k": "0.22",
+     "aliases": ["claude-opus-4.8", "opus-4.8", "opus-4-8", "claude-4.8-opus", "opus"]},
+    {"_id": "claude-opus-4-7", "upstream_id": "claude-opus-4-7", "display_name": "Claude Opus 4.7",
+     **_CURRENT, "cost_per_1k": "0.22",
+     "aliases": ["claude-opus-4.7", "opus-4.7", "opus-4-7", "claude-4.7-opus"]},
+    {"_id": "claude-sonnet-5", "upstream_id": "claude-sonnet-5", "display_name": "Claude Sonnet 5",
+     **_CURRENT, "cost_per_1k": "0.13",
+     "aliases": ["claude-sonnet-5-0", "sonnet-5", "claude-5-sonnet", "sonnet"]},
+    {"_id": "claude-sonnet-4-6", "upstream_id": "claude-sonnet-4-6", "display_name": "Claude Sonnet 4.6",
+     **_CURRENT, "cost_per_1k": "0.13",
+     "aliases": ["claude-sonnet-4.6", "sonnet-4.6", "sonnet-4-6", "claude-4.6-sonnet"]},
+    {"_id": "claude-haiku-4-5-20251001", "upstream_id": "claude-haiku-4-5-20251001",
+     "display_name": "Claude Haiku 4.5", **_CURRENT, "adaptive_thinking": False, "cost_per_1k": "0.05",
+     "aliases": ["claude-haiku-4-5", "claude-haiku-4.5", "haiku-4.5", "haiku-4-5", "claude-4.5-haiku", "haiku"]},
     {"_id": "claude-opus-4.6", "upstream_id": "claude-opus-4-6", "display_name": "Claude Opus 4.6",
      "max_input": 200_000, "max_output": 32_000, "cost_per_1k": "0.22",
      "features": ["thinking", "vision"], "adaptive_thinking": True,
@@ -59,11 +78,19 @@ class CatalogService:
     _index: dict[str, Model] = field(default_factory=dict)
 
     async def seed(self) -> None:
-        """Insert the seed models if the collection is empty."""
-        if await self.db.models.count_documents({}) == 0:
-            now = int(time.time())
-            await self.db.models.insert_many([{**m, "created": now, "enabled": True, "order": i}
-                                              for i, m in enumerate(SEED_MODELS)])
+        """Insert each seed model this database has not had yet (never one an admin removed
+        or edited), then load the catalog."""
+        meta = await self.db.meta.find_one({"_id": "catalog_seed"}) or {}
+        seeded = set(meta.get("ids", ()))
+        present = {d["_id"] for d in await self.db.models.find({}, {"_id": 1}).to_list(None)}
+        now = int(time.time())
+        new = [{**m, "created": now, "enabled": True, "order": i}
+               for i, m in enumerate(SEED_MODELS) if m["_id"] not in seeded | present]
+        if new:
+            await self.db.models.insert_many(new)
+        await self.db.meta.update_one({"_id": "catalog_seed"},
+                                      {"$addToSet": {"ids": {"$each": [m["_id"] for m in SEED_MODELS]}}},
+                                      upsert=True)
         await self.reload()
 
     async def reload(self) -> None:
@@ -85,10 +112,12 @@ class CatalogService:
         """
         if not isinstance(name, str) or not name.strip():
             raise InvalidRequest("model: field required (a model name string)", param="model")
-        model = self._index.get(_norm(name))
+        # Claude Code names its long-context variants "<id>[1m]" (it sends the context-1m beta).
+        key = _norm(name).removesuffix("[1m]")
+        model = self._index.get(key)
         if model is None:
             # Dated ids of a known family ("claude-sonnet-4-20250514" style) and "-latest".
-            base = re.sub(r"(-\d{8}|-latest)$", "", _norm(name))
+            base = re.sub(r"(-\d{8}|-latest)$", "", key)
             model = self._index.get(base)
         if model is None:
             valid = ", ".join(self._models)
