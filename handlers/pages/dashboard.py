@@ -8,6 +8,8 @@ import datetime as dt
 import io
 from dataclasses import dataclass, field
 
+import tornado.web
+
 from handlers.base import PageHandler, fmt_when
 from handlers.pages.home import ModelRow, compact_number
 from services.core.ids import as_object_id
@@ -160,10 +162,9 @@ class UsageFilterMixin:
 class DashboardPageHandler(UsageFilterMixin, PageHandler):
     """Balance, the 30-day chart (rollups only) and one page of recent requests."""
 
+    @tornado.web.authenticated
     async def get(self) -> None:
-        user = self.require_user()
-        if user is None:
-            return
+        user = self.current_user
         s, uid, filters, page = self.services, user["_id"], self.usage_filters(), self.page_argument()
         metric = self.get_argument("metric", "credits")
         metric = metric if metric in METRICS else "credits"
@@ -184,13 +185,12 @@ class DashboardPageHandler(UsageFilterMixin, PageHandler):
             query={"key": self.get_argument("key", ""), "model": filters["model"] or "", "metric": metric})
 
 
-class UsageCsvPageHandler(UsageFilterMixin, PageHandler):
+class UsageCsvExportHandler(UsageFilterMixin, PageHandler):
     """The signed-in user's usage records (same filters as the table) as CSV, streamed."""
 
+    @tornado.web.authenticated
     async def get(self) -> None:
-        user = self.require_user()
-        if user is None:
-            return
+        user = self.current_user
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M")
         self.set_header("Content-Type", "text/csv; charset=utf-8")
         self.set_header("Content-Disposition", f'attachment; filename="cheaplm-usage-{stamp}.csv"')
@@ -212,5 +212,5 @@ class UsageCsvPageHandler(UsageFilterMixin, PageHandler):
 
 routes = [
     (r"/dashboard/?", DashboardPageHandler),
-    (r"/dashboard/usage\.csv", UsageCsvPageHandler),
+    (r"/dashboard/usage\.csv", UsageCsvExportHandler),
 ]

@@ -1,6 +1,8 @@
 """Top-up page: redeem a code, and the ledger of credit movements with running balance."""
 from __future__ import annotations
 
+import tornado.web
+
 from handlers.base import PageHandler
 from services.core.errors import InvalidRequest
 from services.core.money import fmt_credits
@@ -12,9 +14,8 @@ KIND_LABELS = {"topup": "Top-up", "usage": "API usage", "signup": "Welcome credi
 class TopupPageHandler(PageHandler):
     """GET: balance, the redeem form and the ledger; POST: redeem a code (once only)."""
 
+    @tornado.web.authenticated
     async def get(self) -> None:
-        if self.require_user() is None:
-            return
         await self.show()
 
     async def show(self, *, code: str = "", errors: dict | None = None, status: int = 200) -> None:
@@ -27,9 +28,8 @@ class TopupPageHandler(PageHandler):
                          errors=errors or {}, entries=entries[:PAGE_SIZE], page=page,
                          more=len(entries) > PAGE_SIZE)
 
+    @tornado.web.authenticated
     async def post(self) -> None:
-        if self.require_user() is None:
-            return
         code = self.get_argument("code", "")[:64]
         if not code:
             return await self.show(errors={"code": "Enter a top-up code."}, status=400)
