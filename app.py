@@ -27,7 +27,7 @@ from services.billing.usage import UsageService
 from services.config import ConfigError, Settings
 from services.gateway.catalog import CatalogService
 from services.gateway.ratelimit import RateLimitService
-from services.gateway.upstream import UpstreamService
+from services.gateway.upstream import UpstreamService, build_upstream_client
 from services.store import db as dbmod
 
 ROOT = Path(__file__).resolve().parent
@@ -52,14 +52,17 @@ class Services:
     ratelimit: RateLimitService
     topup: TopupService
     throttle: ThrottleService
+    http_client: httpx.AsyncClient
 
 
 async def build_services(settings: Settings, *, db=None,
-                         transport: httpx.AsyncBaseTransport | None = None) -> Services:
+                         http_client: httpx.AsyncClient | None = None) -> Services:
     """Connect, create indexes, seed catalog/upstream/admin and recover stale holds."""
     if db is None:
         _, db = dbmod.connect(settings)
     await dbmod.ensure_indexes(db)
+    if http_client is None:
+        http_client = build_upstream_client(settings)
     usage = UsageService(db)
     keys = KeyService(db, usage=usage, cache_seconds=settings.key_cache_seconds)
     billing = BillingService(db, usage, keys)
@@ -69,7 +72,7 @@ async def build_services(settings: Settings, *, db=None,
         billing=billing, topup=TopupService(db, billing), throttle=ThrottleService(
             db, settings.login_max_per_account, settings.login_max_per_ip, settings.signup_max_per_ip,
             settings.login_window_seconds),
-        upstream=UpstreamService(db, settings, transport),
+        upstream=UpstreamService(db, settings, http_client), http_client=http_client,
         ratelimit=RateLimitService(db, settings.rate_limit_rpm))
     await services.catalog.seed()
     await services.upstream.seed()

@@ -602,7 +602,7 @@ def render(b: Bench) -> str:
              "CPU (\"+N% others!\": other processes used that much of the same CPU during the cell, so the "
              "figure is disturbed); \"load CPU %\" is the driver plus the fake on the other CPU: near 100% "
              "means that figure is driver-bound, not gateway-bound. \"upstream conns\": connections the gateway "
-             "still held open to the fake after the cell (its keep-alive pool, services/http1.py).", "",
+             "still held open to the fake after the cell (the upstream client's keep-alive pool).", "",
              "## Memory (gateway VmRSS)", "",
              f"- idle after warm-up: {mem['idle_mb']:.1f} MB; at the end of the run: {mem['end_mb']:.1f} MB "
              "(the embedded store keeps every usage record and ledger entry in memory)",

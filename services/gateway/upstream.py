@@ -2,21 +2,23 @@
 
 Upstreams are data (`upstreams` collection). Today the enabled upstream with the lowest
 `priority` serves every request; pools with weights, failover and circuit breakers will
-choose among the same records later. One shared httpx transport (the lean keep-alive
-pool of services/gateway/http1.py) serves all calls.
+choose among the same records later. One shared `httpx.AsyncClient` (from
+`build_upstream_client`, on aiohttp's connection pool and parser) serves all calls.
 """
 from __future__ import annotations
 
 import asyncio
+import http.cookiejar
 import logging
 from dataclasses import dataclass, field
 
+import aiohttp
 import httpx
 import orjson
+from httpx_aiohttp import HttpxAiohttpClient
 
 from services.config import Settings
 from services.core.errors import GatewayError, UpstreamError, UpstreamOverloaded, error_type_for
-from services.gateway.http1 import KeepAliveTransport
 
 log = logging.getLogger(__name__)
 
@@ -43,29 +45,77 @@ def pass_back_headers(response: httpx.Response) -> dict[str, str]:
     return out
 
 
+def build_upstream_client(settings: Settings) -> httpx.AsyncClient:
+    """The one HTTP client for every upstream call. Build it inside the running loop; the
+    composition root closes it (`await client.aclose()`).
+
+    httpx's API over aiohttp's keep-alive pool and C parser (httpx-aiohttp). Timeouts
+    default to a stream's: `read` is the idle limit between two reads. aiohttp has no write
+    timeout and no cap on idle connections apart from `max_connections` (idle ones close
+    after `keepalive_expiry`), so `upstream_write_timeout` and `upstream_max_keepalive`
+    are passed on but have no effect on this transport.
+    """
+    limits = httpx.Limits(max_connections=settings.upstream_max_connections,
+                          max_keepalive_connections=settings.upstream_max_keepalive,
+                          keepalive_expiry=settings.upstream_keepalive_expiry)
+    # trust_env: httpx reads HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY (and
+    # SSL_CERT_FILE / SSL_CERT_DIR) here, once, and mounts one proxied aiohttp transport per
+    # proxy. These are the environment's conventions rather than gateway settings: the
+    # library's reading (lower- and upper-case names, NO_PROXY's domain/IP forms) is the
+    # one every other tool on the host follows, which a copy in Settings would not be.
+    return HttpxAiohttpClient(
+        limits=limits, timeout=_stream_timeout(settings), trust_env=True, follow_redirects=False,
+        # The gateway keeps no session with the upstream: cookies it sets are not stored.
+        cookies=http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[])))
+
+
+def _stream_timeout(s: Settings) -> httpx.Timeout:
+    return httpx.Timeout(connect=s.upstream_connect_timeout, read=s.upstream_idle_timeout,
+                         write=s.upstream_write_timeout, pool=s.upstream_connect_timeout)
+
+
+def _failure(upstream: Upstream, exc: Exception, *, mid_response: bool = False) -> UpstreamError:
+    """The UpstreamError for a transport failure.
+
+    Classified by the aiohttp error itself when there is one: httpx-aiohttp 0.2.0 maps every
+    aiohttp.ClientConnectionError (a refused connection, a bad certificate, a server that hung
+    up) to httpx.ConnectTimeout, and leaves some (a malformed response) unmapped.
+    """
+    cause = exc.__cause__ if isinstance(exc.__cause__, aiohttp.ClientError) else exc
+    if isinstance(cause, (TimeoutError, httpx.TimeoutException)):
+        if mid_response:
+            return UpstreamError("The upstream stopped responding.")
+        return UpstreamError("The upstream did not answer in time.")
+    if isinstance(cause, (aiohttp.ClientConnectorError, httpx.ConnectError)):
+        log.warning("upstream %s unreachable: %s", upstream.id, cause)
+        return UpstreamError(f"The upstream failed: could not connect ({type(cause).__name__}).")
+    # str, not repr: an aiohttp error's repr carries the request headers, x-api-key included.
+    log.warning("upstream %s failed: %s: %s", upstream.id, type(cause).__name__, cause)
+    where = " mid-response" if mid_response else ""
+    return UpstreamError(f"The upstream failed{where} ({type(cause).__name__}).")
+
+
 @dataclass
 class UpstreamService:
-    """Chooses the upstream and performs calls; maps transport failures to UpstreamError."""
+    """Chooses the upstream and performs calls; maps transport failures to UpstreamError.
+
+    `client` is the shared client from `build_upstream_client`."""
 
     db: object
     settings: Settings
-    transport: httpx.AsyncBaseTransport | None = None
+    client: httpx.AsyncClient
     _current: Upstream | None = field(default=None)
 
     def __post_init__(self) -> None:
-        if self.transport is None:
-            self.transport = KeepAliveTransport(max_connections=2000, max_keepalive_connections=64,
-                                                keepalive_expiry=60)
         # A stream's `read` is the idle limit between two reads: long generations are fine,
         # a silent upstream is not. A non-streamed answer comes in one piece once it is
         # generated, so its wait is bounded by the total limit (and `read()` bounds the body).
-        s = self.settings
-        self._timeouts = {"connect": s.upstream_connect_timeout, "read": s.upstream_idle_timeout,
-                          "write": 60.0, "pool": s.upstream_connect_timeout}
-        self._whole_timeouts = {**self._timeouts, "read": s.upstream_timeout}
+        timeout = _stream_timeout(self.settings)
+        self._timeouts = timeout.as_dict()
+        self._whole_timeouts = {**self._timeouts, "read": self.settings.upstream_timeout}
 
     async def aclose(self) -> None:
-        await self.transport.aclose()
+        await self.client.aclose()
 
     async def seed(self) -> None:
         """Keep the `default` upstream record in step with UPSTREAM_BASE_URL / UPSTREAM_API_KEY."""
@@ -116,31 +166,21 @@ class UpstreamService:
         """
         upstream = self.pick()
         url = upstream.base_url + path + (f"?{query}" if query else "")
-        # The transport is called directly: httpx.AsyncClient.send adds auth, redirect and
-        # cookie handling the gateway never uses (~50 µs a request, 7% of its CPU).
         request = httpx.Request("POST", url, content=body, headers=self.build_headers(upstream, client_headers),
                                 extensions={"timeout": self._timeouts if stream else self._whole_timeouts})
         try:
-            response = await self.transport.handle_async_request(request)
-            response.request = request
-            return response
-        except httpx.TimeoutException:
-            raise UpstreamError("The upstream did not answer in time.") from None
-        except httpx.ConnectError as exc:
-            log.warning("upstream %s unreachable: %s", upstream.id, exc)
-            raise UpstreamError("The upstream failed: could not connect (ConnectError).") from None
-        except httpx.HTTPError as exc:
-            log.warning("upstream %s failed: %r", upstream.id, exc)
-            raise UpstreamError(f"The upstream failed ({type(exc).__name__}).") from None
+            return await self.client.send(request, stream=True)
+        except (httpx.HTTPError, aiohttp.ClientError) as exc:
+            raise _failure(upstream, exc) from None
 
     async def read(self, response: httpx.Response) -> bytes:
         """Read a whole response body; raises UpstreamError on a broken or silent upstream."""
         try:
             return await asyncio.wait_for(response.aread(), self.settings.upstream_timeout)
-        except (httpx.TimeoutException, asyncio.TimeoutError):
+        except asyncio.TimeoutError:
             raise UpstreamError("The upstream stopped responding.") from None
-        except httpx.HTTPError as exc:
-            raise UpstreamError(f"The upstream failed mid-response ({type(exc).__name__}).") from None
+        except (httpx.HTTPError, aiohttp.ClientError) as exc:
+            raise _failure(self.pick(), exc, mid_response=True) from None
         finally:
             await response.aclose()
 
