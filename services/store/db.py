@@ -30,10 +30,6 @@ def connect(settings: Settings):
     if settings.embedded:
         from mongomock_motor import AsyncMongoMockClient
 
-        from services.store.embedded import speed_up_mongomock
-
-        speed_up_mongomock()  # before the first collection exists (mongomock-motor wraps methods)
-
         log.warning("MONGODB_URI is memory:// — using the embedded in-process store; "
                     "NO DATA IS PERSISTED. Set MONGODB_URI=mongodb://… for production.")
         client = AsyncMongoMockClient()
