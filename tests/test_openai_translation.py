@@ -9,23 +9,30 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.core.errors import InvalidRequest
-from services.protocols.openai_compat import (
+from services.core.types import Model
+from services.protocols.openai_chat.cursor import responses_to_chat
+from services.protocols.openai_chat.request import (
     JSON_TOOL_NAME,
     PLACEHOLDER_TEXT,
     ChatPlan,
-    ChatStreamTranslator,
-    ModelLimits,
-    anthropic_to_chat,
     chat_to_anthropic,
-    responses_to_chat,
     split_thinking_suffix,
 )
+from services.protocols.openai_chat.response import anthropic_to_chat
+from services.protocols.openai_chat.stream import KEEPALIVE, ChatStreamTranslator
 from tests.anthropic_validator import validate_request
 
-SONNET = ModelLimits("claude-sonnet-4-20250514", max_output=16000, supports_thinking=True)
-ADAPTIVE = ModelLimits("claude-opus-4-6", max_output=32000, supports_thinking=True,
-                       adaptive_thinking=True)
-HAIKU = ModelLimits("claude-3-5-haiku-20241022", max_output=8000, supports_thinking=False)
+
+def model(upstream_id: str, max_output: int, supports_thinking: bool, adaptive_thinking: bool = False) -> Model:
+    """A catalog model with just what the translation reads."""
+    return Model(id=upstream_id, upstream_id=upstream_id, display_name=upstream_id, max_input=200_000,
+                 max_output=max_output, price_per_1k_micro=0,
+                 features=("thinking",) if supports_thinking else (), adaptive_thinking=adaptive_thinking)
+
+
+SONNET = model("claude-sonnet-4-20250514", max_output=16000, supports_thinking=True)
+ADAPTIVE = model("claude-opus-4-6", max_output=32000, supports_thinking=True, adaptive_thinking=True)
+HAIKU = model("claude-3-5-haiku-20241022", max_output=8000, supports_thinking=False)
 
 PNG_B64 = "iVBORw0KGgo="
 PDF_B64 = "JVBERi0xLjQK"
@@ -58,7 +65,7 @@ def fn_tool(name: str, parameters: dict | None = None) -> dict:
     return {"type": "function", "function": fn}
 
 
-def translate(body: dict, limits: ModelLimits = SONNET, **kwargs) -> ChatPlan:
+def translate(body: dict, limits: Model = SONNET, **kwargs) -> ChatPlan:
     """Translate and insist the result is a valid Messages request."""
     plan = chat_to_anthropic(body, limits, **kwargs)
     assert validate_request(plan.body) == []
@@ -438,7 +445,7 @@ def test_wrong_types_raise_invalid_request_with_param(body, param):
                          ids=["low", "medium", "high", "xhigh", "max"])
 def test_reasoning_effort_sets_thinking_budget(effort, budget):
     """reasoning_effort maps to a thinking budget; max_tokens stays above it."""
-    limits = ModelLimits("claude-opus-4-20250514", max_output=64000, supports_thinking=True)
+    limits = model("claude-opus-4-20250514", max_output=64000, supports_thinking=True)
     plan = translate(chat(user(), reasoning_effort=effort, max_tokens=100), limits)
     assert plan.body["thinking"] == {"type": "enabled", "budget_tokens": budget}
     assert plan.body["max_tokens"] == budget + 1024
@@ -461,7 +468,7 @@ def test_large_max_tokens_is_kept_with_thinking():
                          ids=["budget-lowered", "budget-at-floor"])
 def test_budget_is_lowered_when_max_tokens_is_clamped(max_output, budget):
     """When the model's max output caps max_tokens, the budget is lowered below it (floor 1024)."""
-    limits = ModelLimits("small", max_output=max_output, supports_thinking=True)
+    limits = model("small", max_output=max_output, supports_thinking=True)
     plan = translate(chat(user(), reasoning_effort="high"), limits)
     assert plan.body["max_tokens"] == max_output
     assert plan.body["thinking"]["budget_tokens"] == budget
@@ -469,7 +476,7 @@ def test_budget_is_lowered_when_max_tokens_is_clamped(max_output, budget):
 
 def test_thinking_is_skipped_when_max_output_leaves_no_room():
     """A model whose max output is at most 1024 cannot think; reasoning_effort is reported dropped."""
-    limits = ModelLimits("tiny", max_output=1024, supports_thinking=True)
+    limits = model("tiny", max_output=1024, supports_thinking=True)
     plan = translate(chat(user(), reasoning_effort="low"), limits)
     assert "thinking" not in plan.body and plan.dropped_params == ["reasoning_effort"]
 
@@ -834,7 +841,7 @@ def test_stream_ping_and_signature_produce_nothing():
     translator, _, _ = run_stream([MESSAGE_START])
     assert translator.feed("ping", {"type": "ping"}) == b""
     assert translator.feed(*delta(0, type="signature_delta", signature="x")) == b""
-    assert ChatStreamTranslator.KEEPALIVE == b": keepalive\n\n"
+    assert KEEPALIVE == b": keepalive\n\n"
 
 
 def test_stream_error_event_ends_the_stream_without_done():
@@ -858,11 +865,11 @@ def test_stream_without_include_usage_has_no_usage_fields():
 
 
 def test_stream_usage_keeps_latest_counters_without_summing():
-    """usage() holds the latest value of each counter across message_start and message_deltas."""
+    """The tracker holds the latest value of each counter across message_start and message_deltas."""
     translator, _, out = run_stream([
         MESSAGE_START, message_delta(None, output_tokens=10),
         message_delta("end_turn", output_tokens=30, input_tokens=12), MESSAGE_STOP])
-    assert translator.usage() == {"input_tokens": 12, "cache_creation_input_tokens": 0,
+    assert translator.tracker.reported == {"input_tokens": 12, "cache_creation_input_tokens": 0,
                                   "cache_read_input_tokens": 400, "output_tokens": 30}
     assert [c["choices"][0]["finish_reason"] for c in out[:-2]] == [None, "stop"]  # one finish chunk
     assert out[-2]["usage"]["completion_tokens"] == 30
@@ -981,7 +988,7 @@ def chat_requests(draw) -> dict:
     return body
 
 
-model_limits = st.builds(ModelLimits, st.just("claude-x"), st.sampled_from([1024, 1500, 4096, 8000, 64000]),
+model_limits = st.builds(model, st.just("claude-x"), st.sampled_from([1024, 1500, 4096, 8000, 64000]),
                          st.booleans(), st.booleans())
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from handlers.api.relay import AnthropicPassthrough
-from services.core.types import Usage
+from services.protocols.anthropic import AnthropicPassthrough
 from services.protocols.sse import EventBuffer
 
 EVENTS = [
@@ -50,8 +49,9 @@ def test_usage_and_the_end_are_read_in_any_framing(framing, cuts):
                        "data only": data_line, "crlf": e.replace(b"\n", b"\r\n")}[framing])
     sep = b"\r\n\r\n" if framing == "crlf" else b"\n\n"
     wire = b"".join(f + sep for f in frames)
-    adapter, usage, buffer = AnthropicPassthrough(), Usage(), EventBuffer()
+    adapter, buffer = AnthropicPassthrough(), EventBuffer()
     for piece in cut(wire, cuts):
-        adapter.events(buffer.feed(piece), usage)
-    assert (usage.input_tokens, usage.output_tokens) == (25, 150)
-    assert adapter.finished() and adapter.saw_delta_usage
+        adapter.events(buffer.feed(piece))
+    tracker = adapter.tracker
+    assert (tracker.usage.input_tokens, tracker.usage.output_tokens) == (25, 150)
+    assert tracker.done and tracker.final_usage

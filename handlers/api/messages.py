@@ -1,9 +1,9 @@
 """Anthropic Messages API: /v1/messages (billed passthrough) and /v1/messages/count_tokens."""
 from __future__ import annotations
 
-from handlers.api.relay import AnthropicPassthrough, RelayHandler
+from handlers.api.relay import RelayHandler
 from handlers.base import ApiHandler
-from services.protocols.anthropic import prepare_count_tokens, prepare_messages
+from services.protocols.anthropic import AnthropicPassthrough, prepare_count_tokens, prepare_messages
 
 
 class MessagesApiHandler(RelayHandler):
@@ -13,9 +13,7 @@ class MessagesApiHandler(RelayHandler):
         principal = await self.authenticate()
         req = prepare_messages(self.request.body, self.services.catalog)
         self.services.keys.check_model(principal, req.model)
-        await self.relay(principal, req.model, body=req.body, stream=req.stream, max_tokens=req.max_tokens,
-                         est_input_tokens=req.est_input_tokens, adapter=AnthropicPassthrough(),
-                         query=self.request.query)
+        await self.relay(principal, req, AnthropicPassthrough(), query=self.request.query)
 
 
 class CountTokensApiHandler(ApiHandler):

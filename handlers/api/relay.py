@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
 
 import httpx
 import orjson
@@ -18,92 +17,12 @@ from handlers.base import ApiHandler, log
 from services.billing.credits import Hold, Receipt
 from services.core.errors import GatewayError, UpstreamError
 from services.core.money import fmt_credits
-from services.core.types import Model, Principal, Usage
+from services.core.types import Principal
 from services.gateway.upstream import pass_back_headers
-from services.protocols.sse import ANTHROPIC_PING, EventBuffer, anthropic_error_event, event_data, event_name
+from services.protocols.adapter import Adapter, UpstreamRequest
+from services.protocols.sse import EventBuffer
 
 CLIENT_GONE = 499  # nginx's convention for "client closed the request"
-
-
-class Adapter(Protocol):
-    """Turns upstream output into what this route's clients expect."""
-
-    content_type: str       # non-streamed answers
-    keepalive: bytes        # sent after `keepalive_interval` of silence in a stream
-    error: str | None       # set when the upstream reported an error inside the stream
-    saw_delta_usage: bool   # the upstream's final (message_delta) usage arrived
-
-    def complete(self, raw: bytes, data: dict) -> bytes: ...
-    def events(self, events: list[bytes], usage: Usage) -> bytes: ...
-    def error_frame(self, err: GatewayError) -> bytes: ...
-    def finished(self) -> bool: ...          # the stream reached its proper end (or an error)
-    def estimated_output(self) -> int: ...   # output tokens streamed, if no count arrived
-
-
-def note_usage(adapter, name: str, data: dict, usage: Usage) -> None:
-    """Fold one parsed upstream event into the request's usage and the adapter's state."""
-    if name == "message_start":
-        usage.update((data.get("message") or {}).get("usage"))
-    elif name == "message_delta":
-        usage.update(data.get("usage"))
-        adapter.saw_delta_usage = True
-    elif name == "error":
-        err = data.get("error") or {}
-        adapter.error = f"{err.get('type', 'error')}: {err.get('message', '')}"
-
-
-class AnthropicPassthrough:
-    """Forwards upstream bytes unchanged; parses only the events that carry usage/errors."""
-
-    content_type = "application/json"
-    keepalive = ANTHROPIC_PING
-
-    def __init__(self) -> None:
-        self.done = False
-        self.error: str | None = None
-        self.saw_delta_usage = False
-        self._delta_events = 0
-        self._delta_bytes = 0
-
-    def complete(self, raw: bytes, data: dict) -> bytes:
-        return raw
-
-    def events(self, events: list[bytes], usage: Usage) -> bytes:
-        for ev in events:
-            if ev.startswith(b"event: content_block_delta"):
-                self._delta_events += 1
-                self._delta_bytes += len(ev)
-            elif ev.startswith((b"event: message_start", b"event: message_delta", b"event: error")):
-                note_usage(self, event_name(ev).decode(), event_data(ev) or {}, usage)
-                self.done = self.done or self.error is not None
-            elif ev.startswith(b"event: message_stop"):
-                self.done = True
-            elif not ev.startswith(b"event: "):  # other framing (id: or comments first, no space)
-                self._other_framing(ev, usage)
-        return events[0] if len(events) == 1 else b"".join(events)
-
-    def _other_framing(self, ev: bytes, usage: Usage) -> None:
-        data = event_data(ev) or {}
-        name = event_name(ev).decode() or str(data.get("type", ""))
-        if name in ("message_start", "message_delta", "error"):
-            note_usage(self, name, data, usage)
-            self.done = self.done or self.error is not None
-        elif name == "message_stop":
-            self.done = True
-        elif name == "content_block_delta":
-            self._delta_events += 1
-            self._delta_bytes += len(ev)
-
-    def error_frame(self, err: GatewayError) -> bytes:
-        return anthropic_error_event(err.error_type, err.message)
-
-    def finished(self) -> bool:
-        return self.done
-
-    def estimated_output(self) -> int:
-        # ~105 bytes of envelope per text delta; ~4 bytes of text per token. Used only when
-        # the stream broke before the upstream's own final output count arrived.
-        return max(self._delta_events, (self._delta_bytes - 105 * self._delta_events) // 4)
 
 
 class KeepAlive:
@@ -159,16 +78,16 @@ class RelayHandler(ApiHandler):
         self.last_write = time.monotonic()
         self.flush().add_done_callback(lambda f: f.exception())
 
-    async def relay(self, principal: Principal, model: Model, *, body: bytes, stream: bool,
-                    max_tokens: int, est_input_tokens: int, adapter: Adapter,
+    async def relay(self, principal: Principal, req: UpstreamRequest, adapter: Adapter, *,
                     upstream_path: str = "/v1/messages", query: str = "") -> None:
         """Run one billed upstream call and answer the client. Settles exactly once."""
         started = time.monotonic()
         s = self.services
         self.adapter = adapter
+        body, stream = req.body, req.stream
         await s.ratelimit.check(principal)
-        hold = await s.billing.hold(principal, model, request_id=self.request_id,
-                                    est_input_tokens=est_input_tokens, max_tokens=max_tokens)
+        hold = await s.billing.hold(principal, req.model, request_id=self.request_id,
+                                    est_input_tokens=req.est_input_tokens, max_tokens=req.max_tokens)
         call = _Call(hold, adapter, started, {"endpoint": self.endpoint, "stream": stream, "status": 200,
                                               "upstream_request_id": None, "error": None})
         response: httpx.Response | None = None
@@ -188,7 +107,7 @@ class RelayHandler(ApiHandler):
                     data = orjson.loads(raw)
                 except orjson.JSONDecodeError:
                     raise UpstreamError("The upstream failed: its answer was not JSON.") from None
-                call.usage.update(data.get("usage"))
+                adapter.tracker.take(data.get("usage"))
                 out = adapter.complete(raw, data)
         except GatewayError as err:
             call.record.update(status=err.status, error=err.message)
@@ -215,7 +134,7 @@ class RelayHandler(ApiHandler):
         if call.settling is None:
             call.record["latency_ms"] = round((time.monotonic() - call.started) * 1000, 2)
             call.settling = asyncio.ensure_future(
-                self.services.billing.settle(call.hold, call.usage, record=call.record))
+                self.services.billing.settle(call.hold, call.adapter.tracker.usage, record=call.record))
         return await asyncio.shield(call.settling)
 
     async def _stream(self, response: httpx.Response, call: "_Call") -> None:
@@ -237,8 +156,9 @@ class RelayHandler(ApiHandler):
             keepalive.streams.discard(self)
         if self._client_gone and call.settling is None:
             call.record.update(status=CLIENT_GONE, error="client disconnected")
-            if not call.adapter.saw_delta_usage:
-                call.usage.output_tokens = max(call.usage.output_tokens, call.adapter.estimated_output())
+            tracker = call.adapter.tracker
+            if not tracker.final_usage:
+                tracker.usage.output_tokens = max(tracker.usage.output_tokens, tracker.estimated_output())
 
     async def _pump_events(self, response: httpx.Response, call: "_Call") -> None:
         adapter, record = call.adapter, call.record
@@ -248,8 +168,8 @@ class RelayHandler(ApiHandler):
                 events = buffer.feed(chunk)
                 if not events:
                     continue
-                out = adapter.events(events, call.usage)
-                if adapter.finished() and not adapter.error:
+                out = adapter.events(events)
+                if adapter.tracker.done and not adapter.tracker.error:
                     # Settle before the final event goes out, so a client that reads its
                     # balance right after the stream ends sees the settled figure.
                     await self._settle(call)
@@ -265,9 +185,9 @@ class RelayHandler(ApiHandler):
         except httpx.HTTPError as exc:
             self._stream_error(call, UpstreamError(f"The upstream failed mid-stream ({type(exc).__name__})."))
             return
-        if adapter.error:
-            record.update(status=502, error=adapter.error)
-        elif not adapter.finished():
+        if adapter.tracker.error:
+            record.update(status=502, error=adapter.tracker.error)
+        elif not adapter.tracker.done:
             self._stream_error(call, UpstreamError("The upstream closed the stream before it finished."))
 
     def _stream_error(self, call: "_Call", err: GatewayError) -> None:
@@ -285,5 +205,4 @@ class _Call:
     adapter: Adapter
     started: float
     record: dict
-    usage: Usage = field(default_factory=Usage)
     settling: asyncio.Future | None = None

@@ -1,20 +1,24 @@
-"""Preparing Anthropic Messages requests for the upstream without re-serialising them.
+"""The Anthropic Messages API: requests prepared without re-serialising them, and the
+passthrough adapter that forwards the upstream's answer.
 
 The body is forwarded as the client sent it, byte for byte, except for the values of a
 few top-level fields (`model`, a clamped `max_tokens`, a lowered thinking budget) which
 are spliced in place. Thinking signatures, cache_control and unknown fields survive
-untouched because they are never decoded and re-encoded.
+untouched because they are never decoded and re-encoded. Answers go back byte for byte
+too; only the few events that carry usage or errors are parsed.
 """
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from json.decoder import scanstring
 
-from services.core.errors import InvalidRequest
-from services.core.types import Model
+import orjson
+
+from services.core.errors import GatewayError, InvalidRequest
 from services.gateway.catalog import CatalogService
+from services.protocols.adapter import UpstreamRequest, UsageTracker
+from services.protocols.sse import event_data, event_name
 
 _WS = re.compile(r"[ \t\n\r]*")
 _DECODER = json.JSONDecoder()
@@ -107,17 +111,6 @@ def estimate_input_tokens(raw_len: int, messages: list) -> int:
     return raw_len // 2 + media * MEDIA_BLOCK_TOKENS + 64
 
 
-@dataclass(frozen=True)
-class MessagesRequest:
-    """A validated /v1/messages request, ready to forward."""
-
-    model: Model
-    body: bytes
-    stream: bool
-    max_tokens: int
-    est_input_tokens: int
-
-
 def _require(fields: dict, name: str, kind: type, what: str, *, required: bool = True):
     if name not in fields:
         if required:
@@ -129,7 +122,7 @@ def _require(fields: dict, name: str, kind: type, what: str, *, required: bool =
     return value
 
 
-def prepare_messages(raw: bytes, catalog: CatalogService) -> MessagesRequest:
+def prepare_messages(raw: bytes, catalog: CatalogService) -> UpstreamRequest:
     """Validate a Messages body and produce the bytes to send upstream.
 
     Raises InvalidRequest for malformed JSON, missing/mistyped required fields or an
@@ -165,7 +158,7 @@ def prepare_messages(raw: bytes, catalog: CatalogService) -> MessagesRequest:
             replace["thinking"] = {**thinking, "budget_tokens": max(1024, max_tokens - 1)}
     body = splice(text, fields, replace).encode("utf-8") if replace else raw
     est = estimate_input_tokens(len(raw), messages)
-    return MessagesRequest(model, body, stream, max_tokens, est)
+    return UpstreamRequest(model, body, stream, max_tokens, est)
 
 
 def prepare_count_tokens(raw: bytes, catalog: CatalogService) -> bytes:
@@ -176,3 +169,53 @@ def prepare_count_tokens(raw: bytes, catalog: CatalogService) -> bytes:
     if model.upstream_id == fields["model"][0]:
         return raw
     return splice(text, fields, {"model": model.upstream_id}).encode("utf-8")
+
+
+# --------------------------------------------------------------------------- answers
+
+PING = b'event: ping\ndata: {"type": "ping"}\n\n'
+
+
+def error_event(error_type: str, message: str) -> bytes:
+    """An Anthropic SSE `error` event."""
+    return b"event: error\ndata: " + orjson.dumps(
+        {"type": "error", "error": {"type": error_type, "message": message}}) + b"\n\n"
+
+
+class AnthropicPassthrough:
+    """Forwards upstream bytes unchanged; parses only the events that carry usage or errors."""
+
+    __slots__ = ("tracker",)
+    content_type = "application/json"
+    keepalive = PING
+
+    def __init__(self) -> None:
+        self.tracker = UsageTracker()
+
+    def complete(self, raw: bytes, data: dict) -> bytes:
+        return raw
+
+    def events(self, events: list[bytes]) -> bytes:
+        tracker = self.tracker
+        for ev in events:
+            # Text deltas are most of a stream: recognised by their prefix, never parsed.
+            if ev.startswith(b"event: content_block_delta"):
+                tracker.delta(len(ev))
+            elif ev.startswith((b"event: message_start", b"event: message_delta", b"event: error")):
+                tracker.fold(event_name(ev).decode(), event_data(ev) or {})
+            elif ev.startswith(b"event: message_stop"):
+                tracker.done = True
+            elif not ev.startswith(b"event: "):  # other framing (id: or comments first, no space)
+                self._other_framing(ev)
+        return events[0] if len(events) == 1 else b"".join(events)
+
+    def _other_framing(self, ev: bytes) -> None:
+        data = event_data(ev) or {}
+        name = event_name(ev).decode() or str(data.get("type", ""))
+        if name == "content_block_delta":
+            self.tracker.delta(len(ev))
+        else:
+            self.tracker.fold(name, data)
+
+    def error_frame(self, err: GatewayError) -> bytes:
+        return error_event(err.error_type, err.message)

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import orjson
 
-ANTHROPIC_PING = b'event: ping\ndata: {"type": "ping"}\n\n'
-
 
 class EventBuffer:
     """Accumulates raw chunks and hands back complete events (each ending in a blank line)."""
@@ -51,8 +49,3 @@ def event_data(event: bytes) -> dict | None:
     except orjson.JSONDecodeError:
         return None
     return value if isinstance(value, dict) else None
-
-
-def anthropic_error_event(error_type: str, message: str) -> bytes:
-    return b"event: error\ndata: " + orjson.dumps(
-        {"type": "error", "error": {"type": error_type, "message": message}}) + b"\n\n"

@@ -1,22 +1,25 @@
-"""OpenAI Chat Completions ⇄ Anthropic Messages translation: pure, synchronous, no I/O.
+"""OpenAI Chat Completions request → Anthropic Messages request: pure, synchronous, no I/O.
 
-The OpenAI-compatible handler uses it in this order: `responses_to_chat` (Cursor sometimes posts
-Responses-API bodies), `split_thinking_suffix` on the model name, `chat_to_anthropic` to build the
-upstream request, then `anthropic_to_chat` (non-streaming) or a `ChatStreamTranslator` (SSE).
-Every malformed input raises `InvalidRequest` with `param` naming the offending field.
+`chat_model` resolves the model name (a Cursor-style `-thinking` suffix turns thinking on),
+`prepare_chat` translates the body (`chat_to_anthropic`, PROTOCOL §7.1/§7.3) and produces the
+bytes the relay forwards. Every malformed input raises `InvalidRequest` with `param` naming
+the offending field.
 """
 from __future__ import annotations
 
 import base64
 import binascii
 import re
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from services.core.errors import InvalidRequest
+from services.core.types import Model
+from services.gateway.catalog import CatalogService
+from services.protocols.adapter import UpstreamRequest
+from services.protocols.anthropic import estimate_input_tokens
 
 JSON_TOOL_NAME = "json_tool_call"
 """Synthetic tool carrying `response_format` JSON; its input becomes `message.content`."""
@@ -34,12 +37,6 @@ FORCED_THINKING_EFFORT = "high"
 MIN_THINKING_BUDGET = 1024
 """Anthropic's floor for `budget_tokens`; also the room kept for the visible answer."""
 
-FINISH_REASONS: dict[str | None, str] = {
-    "end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop",
-    "max_tokens": "length", "model_context_window_exceeded": "length",
-    "tool_use": "tool_calls", "refusal": "content_filter",
-}
-
 DROPPED_PARAMS = (
     "logprobs", "top_logprobs", "logit_bias", "seed", "presence_penalty", "frequency_penalty",
     "store", "metadata", "prediction", "modalities", "audio", "service_tier", "verbosity",
@@ -47,24 +44,10 @@ DROPPED_PARAMS = (
 )
 """OpenAI request fields Claude has no equivalent for: not sent, reported in `dropped_params`."""
 
-_RESPONSES_ONLY_FIELDS = frozenset({
-    "input", "instructions", "max_output_tokens", "reasoning", "text",
-    "store", "previous_response_id", "truncation", "include",
-})
 _IMAGE_MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 _EMPTY_SCHEMA: dict = {"type": "object", "properties": {}}
 _UNSAFE_ID_CHARS = re.compile(r"[^a-zA-Z0-9_-]")
 _PHONE_LIKE = re.compile(r"^\+?[\d\s().-]{7,}$")
-
-
-@dataclass(frozen=True)
-class ModelLimits:
-    """What the translation needs to know about the resolved catalog model."""
-
-    upstream_id: str
-    max_output: int
-    supports_thinking: bool
-    adaptive_thinking: bool = False  # 4.6+: {"type":"adaptive"} + output_config.effort
 
 
 @dataclass
@@ -89,7 +72,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _expect(value: Any, kind: type | tuple[type, ...], param: str, what: str) -> Any:
+def expect(value: Any, kind: type | tuple[type, ...], param: str, what: str) -> Any:
     """Return `value` if it is of `kind`, else raise InvalidRequest naming `param`."""
     if not isinstance(value, kind):
         raise InvalidRequest(f"'{param}' must be {what}.", param=param)
@@ -119,117 +102,28 @@ def split_thinking_suffix(model: str) -> tuple[str, bool]:
     return model, False
 
 
-# --------------------------------------------------------------------------- Responses → Chat
+def chat_model(body: dict, catalog: CatalogService) -> tuple[Model, bool]:
+    """The catalog model a chat body names, and whether its name asked for thinking.
 
-def responses_to_chat(body: dict) -> dict:
-    """Convert a Responses-API-shaped body to a Chat Completions body (PROTOCOL §7.2).
-
-    Applied only when `input` is present and `messages` absent; otherwise `body` is returned
-    unchanged. Returns a new dict (the argument is not modified). Raises InvalidRequest.
+    Raises InvalidRequest (no model name) or UnknownModel.
     """
-    if "messages" in body or "input" not in body:
-        return body
-    chat = {k: v for k, v in body.items() if k not in _RESPONSES_ONLY_FIELDS}
-    messages: list[dict] = []
-    instructions = body.get("instructions")
-    if instructions is not None:
-        messages.append({"role": "system",
-                         "content": _expect(instructions, str, "instructions", "a string")})
-    items = body["input"]
-    if isinstance(items, str):
-        messages.append({"role": "user", "content": items})
-    else:
-        for i, item in enumerate(_expect(items, list, "input", "a string or a list of items")):
-            _append_response_item(messages, item, f"input[{i}]")
-    chat["messages"] = messages
-
-    if "tools" in body:
-        tools = _expect(body["tools"], list, "tools", "a list")
-        chat["tools"] = [_nested_tool(t) for t in tools]
-    choice = body.get("tool_choice")
-    if isinstance(choice, dict) and choice.get("type") == "function" and "name" in choice:
-        chat["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
-    if "max_output_tokens" in body and "max_tokens" not in body \
-            and "max_completion_tokens" not in body:
-        chat["max_tokens"] = body["max_output_tokens"]
-    reasoning = body.get("reasoning")
-    if isinstance(reasoning, dict) and reasoning.get("effort") is not None:
-        chat.setdefault("reasoning_effort", reasoning["effort"])
-    text = body.get("text")
-    if isinstance(text, dict):
-        if isinstance(text.get("format"), dict):
-            chat["response_format"] = _chat_response_format(text["format"])
-        if text.get("verbosity") is not None:
-            chat["verbosity"] = text["verbosity"]
-    return chat
+    name = body.get("model")
+    if not isinstance(name, str):
+        raise InvalidRequest("model: field required (a model name string)", param="model")
+    name, thinking = split_thinking_suffix(name)
+    return catalog.resolve(name), thinking
 
 
-def _append_response_item(messages: list[dict], item: Any, param: str) -> None:
-    """Append one Responses input item to `messages` as Chat Completions message(s)."""
-    _expect(item, dict, param, "an object")
-    kind = item.get("type", "message")
-    if kind == "message":
-        role = item.get("role")
-        content = item.get("content")
-        if isinstance(content, list):
-            content = [_chat_part(p, f"{param}.content[{j}]") for j, p in enumerate(content)]
-        messages.append({"role": role, "content": content})
-    elif kind == "function_call":
-        call = {"id": item.get("call_id"), "type": "function",
-                "function": {"name": item.get("name"), "arguments": item.get("arguments")}}
-        last = messages[-1] if messages else None
-        if last is not None and last.get("role") == "assistant":  # parallel calls: one message
-            last.setdefault("tool_calls", []).append(call)
-        else:
-            messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
-    elif kind == "function_call_output":
-        output = item.get("output")
-        if isinstance(output, list):
-            output = [_chat_part(p, f"{param}.output[{j}]") for j, p in enumerate(output)]
-        messages.append({"role": "tool", "tool_call_id": item.get("call_id"), "content": output})
-    elif kind not in ("reasoning", "item_reference"):  # neither can be replayed to Claude
-        raise InvalidRequest(f"Input item type '{kind}' is not supported.", param=f"{param}.type")
+def prepare_chat(body: dict, model: Model, *, force_thinking: bool = False) -> tuple[UpstreamRequest, ChatPlan]:
+    """Translate a chat body for `model` into the request to forward and the plan its
+    answer's translation follows. Raises InvalidRequest (with `param`) on bad input."""
+    plan = chat_to_anthropic(body, model, force_thinking=force_thinking)
+    plan.requested_model = model.id  # the docs show the normalised id in responses
+    raw = orjson.dumps(plan.body)
+    request = UpstreamRequest(model, raw, plan.stream, plan.body["max_tokens"],
+                              estimate_input_tokens(len(raw), plan.body["messages"]))
+    return request, plan
 
-
-def _chat_part(part: Any, param: str) -> dict:
-    """Responses content part → Chat Completions content part."""
-    _expect(part, dict, param, "an object")
-    kind = part.get("type")
-    if kind in ("input_text", "output_text", "text"):
-        chat = {"type": "text", "text": part.get("text")}
-    elif kind == "refusal":
-        chat = {"type": "text", "text": part.get("refusal")}
-    elif kind == "input_image":
-        if not isinstance(part.get("image_url"), str):
-            raise InvalidRequest("input_image needs an image_url (file_id is not supported).",
-                                 param=f"{param}.image_url")
-        chat = {"type": "image_url", "image_url": {"url": part["image_url"]}}
-    elif kind == "input_file":
-        chat = {"type": "file", "file": {k: part[k] for k in ("file_data", "file_id", "filename")
-                                         if k in part}}
-    else:
-        raise InvalidRequest(f"Content part type '{kind}' is not supported.", param=f"{param}.type")
-    if "cache_control" in part:
-        chat["cache_control"] = part["cache_control"]
-    return chat
-
-
-def _nested_tool(tool: Any) -> Any:
-    """Flat Responses function tool → nested Chat tool; anything else is returned unchanged."""
-    if isinstance(tool, dict) and tool.get("type") == "function" and "function" not in tool:
-        fn = {k: tool[k] for k in ("name", "description", "parameters", "strict") if k in tool}
-        return {"type": "function", "function": fn}
-    return tool
-
-
-def _chat_response_format(fmt: dict) -> dict:
-    if fmt.get("type") == "json_schema":
-        schema = {k: fmt[k] for k in ("name", "description", "schema", "strict") if k in fmt}
-        return {"type": "json_schema", "json_schema": schema}
-    return {"type": fmt.get("type")}
-
-
-# --------------------------------------------------------------------------- Chat → Anthropic
 
 class _Conversation:
     """Builds Anthropic turns from OpenAI messages.
@@ -250,7 +144,7 @@ class _Conversation:
         self._seen_ids: set[str] = set()
 
     def add(self, msg: Any, param: str) -> None:
-        _expect(msg, dict, param, "an object")
+        expect(msg, dict, param, "an object")
         role = msg.get("role")
         content = msg.get("content")
         if role in ("system", "developer"):
@@ -283,7 +177,7 @@ class _Conversation:
         tool_calls = msg.get("tool_calls")
         uses = [] if tool_calls is None else [
             self._tool_use(call, f"{param}.tool_calls[{k}]")
-            for k, call in enumerate(_expect(tool_calls, list, f"{param}.tool_calls", "a list"))]
+            for k, call in enumerate(expect(tool_calls, list, f"{param}.tool_calls", "a list"))]
         if uses:
             self._open_calls = {u["id"] for u in uses}
             self._open_since = param
@@ -291,14 +185,14 @@ class _Conversation:
         self._push("assistant", blocks + uses)
 
     def _tool_use(self, call: Any, param: str) -> dict:
-        _expect(call, dict, param, "an object")
+        expect(call, dict, param, "an object")
         if call.get("type", "function") != "function":
             raise InvalidRequest(f"Tool call type {call.get('type')!r} is not supported.",
                                  param=f"{param}.type")
         call_id = call.get("id")
         if not isinstance(call_id, str) or not call_id:
             raise InvalidRequest("Tool calls need a non-empty string 'id'.", param=f"{param}.id")
-        fn = _expect(call.get("function"), dict, f"{param}.function", "an object")
+        fn = expect(call.get("function"), dict, f"{param}.function", "an object")
         name = fn.get("name")
         if not isinstance(name, str) or not name:
             raise InvalidRequest("Tool calls need a function name.", param=f"{param}.function.name")
@@ -386,11 +280,11 @@ def _text_blocks(content: Any, param: str) -> list[dict]:
         block = _text_block(content)
         return [block] if block else []
     blocks = []
-    for j, part in enumerate(_expect(content, list, param, "a string or a list of text parts")):
-        _expect(part, dict, f"{param}[{j}]", "an object")
+    for j, part in enumerate(expect(content, list, param, "a string or a list of text parts")):
+        expect(part, dict, f"{param}[{j}]", "an object")
         if part.get("type") != "text":
             raise InvalidRequest("Only text parts are allowed here.", param=f"{param}[{j}].type")
-        block = _text_block(_expect(part.get("text"), str, f"{param}[{j}].text", "a string"), part)
+        block = _text_block(expect(part.get("text"), str, f"{param}[{j}].text", "a string"), part)
         if block:
             blocks.append(block)
     return blocks
@@ -402,12 +296,12 @@ def _assistant_text_blocks(content: Any, param: str) -> list[dict]:
         return _text_blocks(content, param)
     blocks = []
     for j, part in enumerate(content):
-        _expect(part, dict, f"{param}[{j}]", "an object")
+        expect(part, dict, f"{param}[{j}]", "an object")
         key = "refusal" if part.get("type") == "refusal" else "text"
         if part.get("type") not in ("text", "refusal"):
             raise InvalidRequest("Assistant content parts must be text or refusal.",
                                  param=f"{param}[{j}].type")
-        block = _text_block(_expect(part.get(key), str, f"{param}[{j}].{key}", "a string"), part)
+        block = _text_block(expect(part.get(key), str, f"{param}[{j}].{key}", "a string"), part)
         if block:
             blocks.append(block)
     return blocks
@@ -418,7 +312,7 @@ def _user_blocks(content: Any, param: str) -> list[dict]:
     if content is None or isinstance(content, str):
         return _text_blocks(content, param)
     blocks = []
-    for j, part in enumerate(_expect(content, list, param, "a string or a list of parts")):
+    for j, part in enumerate(expect(content, list, param, "a string or a list of parts")):
         block = _user_part(part, f"{param}[{j}]")
         if block:
             if "cache_control" in part:
@@ -428,17 +322,17 @@ def _user_blocks(content: Any, param: str) -> list[dict]:
 
 
 def _user_part(part: Any, param: str) -> dict | None:
-    _expect(part, dict, param, "an object")
+    expect(part, dict, param, "an object")
     kind = part.get("type")
     if kind == "text":
-        return _text_block(_expect(part.get("text"), str, f"{param}.text", "a string"))
+        return _text_block(expect(part.get("text"), str, f"{param}.text", "a string"))
     if kind == "image_url":
         image = part.get("image_url")
         url = image.get("url") if isinstance(image, dict) else image
-        return _media_block(_expect(url, str, f"{param}.image_url.url", "a string"),
+        return _media_block(expect(url, str, f"{param}.image_url.url", "a string"),
                             f"{param}.image_url.url")
     if kind == "file":
-        return _file_block(_expect(part.get("file"), dict, f"{param}.file", "an object"),
+        return _file_block(expect(part.get("file"), dict, f"{param}.file", "an object"),
                            f"{param}.file")
     if kind == "input_audio":
         raise InvalidRequest("Audio input is not supported by Claude models.", param=f"{param}.type")
@@ -476,7 +370,7 @@ def _file_block(file: dict, param: str) -> dict:
     if data is None:
         raise InvalidRequest("File parts need inline 'file_data' (file_id is not supported).",
                              param=f"{param}.file_data")
-    data = _expect(data, str, f"{param}.file_data", "a string")
+    data = expect(data, str, f"{param}.file_data", "a string")
     if not data.startswith("data:"):  # bare base64, as OpenAI documents it for PDFs
         data = "data:application/pdf;base64," + data
     block = _media_block(data, f"{param}.file_data")
@@ -489,15 +383,15 @@ def _convert_tools(tools: Any, dropped: list[str]) -> list[dict]:
     """OpenAI function tools → Anthropic custom tools. Other tool types are dropped."""
     converted: list[dict] = []
     names: set[str] = set()
-    for j, tool in enumerate(_expect(tools, list, "tools", "a list")):
+    for j, tool in enumerate(expect(tools, list, "tools", "a list")):
         param = f"tools[{j}]"
-        _expect(tool, dict, param, "an object")
+        expect(tool, dict, param, "an object")
         if tool.get("type", "function") != "function":
             if "tools" not in dropped:
                 dropped.append("tools")
             continue
         fn = tool.get("function", tool)  # flat (Responses-style) definitions are accepted too
-        _expect(fn, dict, f"{param}.function", "an object")
+        expect(fn, dict, f"{param}.function", "an object")
         name = fn.get("name")
         if not isinstance(name, str) or not name:
             raise InvalidRequest("Tools need a function name.", param=f"{param}.function.name")
@@ -507,7 +401,7 @@ def _convert_tools(tools: Any, dropped: list[str]) -> list[dict]:
         schema = fn.get("parameters")
         if schema is None:
             schema = _EMPTY_SCHEMA
-        elif "type" not in _expect(schema, dict, f"{param}.function.parameters", "an object"):
+        elif "type" not in expect(schema, dict, f"{param}.function.parameters", "an object"):
             schema = {"type": "object", **schema}
         entry = {"name": name, "input_schema": schema}
         if isinstance(fn.get("description"), str) and fn["description"]:
@@ -541,33 +435,33 @@ def _json_schema(response_format: Any) -> dict | None:
     """The schema for the json_tool_call tool, or None for text output."""
     if response_format is None:
         return None
-    _expect(response_format, dict, "response_format", "an object")
+    expect(response_format, dict, "response_format", "an object")
     kind = response_format.get("type")
     if kind == "text":
         return None
     if kind == "json_object":
         return {"type": "object"}
     if kind == "json_schema":
-        spec = _expect(response_format.get("json_schema"), dict,
+        spec = expect(response_format.get("json_schema"), dict,
                        "response_format.json_schema", "an object")
         schema = spec.get("schema")
         if schema is None:
             return {"type": "object"}
-        if _expect(schema, dict, "response_format.json_schema.schema", "an object").get("type") != "object":
+        if expect(schema, dict, "response_format.json_schema.schema", "an object").get("type") != "object":
             raise InvalidRequest("The JSON schema's root must be an object.",
                                  param="response_format.json_schema.schema")
         return schema
     raise InvalidRequest(f"Unsupported response_format type {kind!r}.", param="response_format.type")
 
 
-def _max_tokens(body: dict, limits: ModelLimits, default: int | None) -> int:
+def _max_tokens(body: dict, model: Model, default: int | None) -> int:
     for name in ("max_completion_tokens", "max_tokens"):
         value = body.get(name)
         if value is not None:
             if not _is_int(value) or value < 1:
                 raise InvalidRequest(f"'{name}' must be an integer >= 1.", param=name)
-            return min(value, limits.max_output)
-    return min(default or limits.max_output, limits.max_output)
+            return min(value, model.max_output)
+    return min(default or model.max_output, model.max_output)
 
 
 def _requested_effort(body: dict, force_thinking: bool) -> str | None:
@@ -595,11 +489,11 @@ def _user_id(body: dict, dropped: list[str]) -> str | None:
     return None
 
 
-def _thinking(effort: str, max_tokens: int, limits: ModelLimits) -> tuple[dict, dict | None, int]:
+def _thinking(effort: str, max_tokens: int, model: Model) -> tuple[dict, dict | None, int]:
     """(thinking, output_config, max_tokens) for `effort`; max_tokens keeps room above the budget."""
     budget = THINKING_BUDGETS[effort]
-    max_tokens = min(max(max_tokens, budget + MIN_THINKING_BUDGET), limits.max_output)
-    if limits.adaptive_thinking:
+    max_tokens = min(max(max_tokens, budget + MIN_THINKING_BUDGET), model.max_output)
+    if model.adaptive_thinking:
         return {"type": "adaptive"}, {"effort": effort}, max_tokens
     budget = max(MIN_THINKING_BUDGET, min(budget, max_tokens - MIN_THINKING_BUDGET))
     return {"type": "enabled", "budget_tokens": budget}, None, max_tokens
@@ -627,7 +521,7 @@ def _tool_config(body: dict, history_tools: list[str], json_schema: dict | None,
             choice = None
     parallel = body.get("parallel_tool_calls")
     if parallel is not None:
-        _expect(parallel, bool, "parallel_tool_calls", "a boolean")
+        expect(parallel, bool, "parallel_tool_calls", "a boolean")
     if parallel is False and tools:
         choice = choice or {"type": "auto"}
         if choice["type"] != "none":
@@ -638,7 +532,7 @@ def _tool_config(body: dict, history_tools: list[str], json_schema: dict | None,
     return tools, choice
 
 
-def chat_to_anthropic(body: dict, limits: ModelLimits, *, force_thinking: bool = False,
+def chat_to_anthropic(body: dict, model: Model, *, force_thinking: bool = False,
                       default_max_tokens: int | None = None) -> ChatPlan:
     """Translate an OpenAI Chat Completions request into an Anthropic Messages request.
 
@@ -646,9 +540,9 @@ def chat_to_anthropic(body: dict, limits: ModelLimits, *, force_thinking: bool =
     suffix); `default_max_tokens` applies when the client sent no limit. The returned plan's
     body is valid for the Messages API. Raises InvalidRequest (with `param`) on bad input.
     """
-    _expect(body, dict, "body", "a JSON object")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
+    expect(body, dict, "body", "a JSON object")
+    requested = body.get("model")
+    if not isinstance(requested, str) or not requested:
         raise InvalidRequest("'model' must be a non-empty string.", param="model")
     n = body.get("n")
     if n is not None and (not _is_int(n) or n < 1):
@@ -657,8 +551,8 @@ def chat_to_anthropic(body: dict, limits: ModelLimits, *, force_thinking: bool =
         raise InvalidRequest("n > 1 is not supported for Claude models; send separate requests.",
                              param="n")
     stream = body.get("stream")
-    stream = False if stream is None else _expect(stream, bool, "stream", "a boolean")
-    stream_options = _expect(body.get("stream_options") or {}, dict, "stream_options", "an object")
+    stream = False if stream is None else expect(stream, bool, "stream", "a boolean")
+    stream_options = expect(body.get("stream_options") or {}, dict, "stream_options", "an object")
     dropped = [name for name in DROPPED_PARAMS
                if body.get(name) is not None and body.get(name) is not False]
 
@@ -671,17 +565,17 @@ def chat_to_anthropic(body: dict, limits: ModelLimits, *, force_thinking: bool =
     turns = conversation.finish()
     system = conversation.system
 
-    max_tokens = _max_tokens(body, limits, default_max_tokens)
+    max_tokens = _max_tokens(body, model, default_max_tokens)
     thinking, output_config = None, None
     effort = _requested_effort(body, force_thinking)
     if effort is not None:
-        if not limits.supports_thinking or conversation.last_assistant_has_tools \
-                or turns[-1]["role"] == "assistant" or limits.max_output <= MIN_THINKING_BUDGET:
+        if not model.supports_thinking or conversation.last_assistant_has_tools \
+                or turns[-1]["role"] == "assistant" or model.max_output <= MIN_THINKING_BUDGET:
             # Thinking needs the model's support, a signed thinking block at the head of an
             # in-progress tool turn (OpenAI clients never echo one), no prefill, and room.
             dropped.append("reasoning_effort")
         else:
-            thinking, output_config, max_tokens = _thinking(effort, max_tokens, limits)
+            thinking, output_config, max_tokens = _thinking(effort, max_tokens, model)
     schema = _json_schema(body.get("response_format"))
     tools, tool_choice = _tool_config(body, conversation.tool_names, schema, dropped,
                                       thinking_on=thinking is not None)
@@ -689,7 +583,7 @@ def chat_to_anthropic(body: dict, limits: ModelLimits, *, force_thinking: bool =
         system = system + [{"type": "text", "text": f"Give your final answer by calling the "
                             f"{JSON_TOOL_NAME} tool; its input is the JSON response."}]
 
-    out: dict[str, Any] = {"model": limits.upstream_id, "max_tokens": max_tokens}
+    out: dict[str, Any] = {"model": model.upstream_id, "max_tokens": max_tokens}
     if system:
         out["system"] = system
     out["messages"] = turns
@@ -709,7 +603,7 @@ def chat_to_anthropic(body: dict, limits: ModelLimits, *, force_thinking: bool =
     return ChatPlan(body=out, stream=stream,
                     include_usage=bool(stream_options.get("include_usage")),
                     json_mode="tool" if schema is not None else None,
-                    dropped_params=dropped, requested_model=model)
+                    dropped_params=dropped, requested_model=requested)
 
 
 def _sampling(body: dict, out: dict, dropped: list[str], *, thinking_on: bool) -> None:
@@ -726,210 +620,12 @@ def _sampling(body: dict, out: dict, dropped: list[str], *, thinking_on: bool) -
             out[name] = min(value, 1) if name != "top_k" else value
     stop = body.get("stop")
     if stop is not None:
-        stops = [stop] if isinstance(stop, str) else _expect(stop, list, "stop",
+        stops = [stop] if isinstance(stop, str) else expect(stop, list, "stop",
                                                              "a string or a list of strings")
         for j, s in enumerate(stops):
-            _expect(s, str, f"stop[{j}]", "a string")
+            expect(s, str, f"stop[{j}]", "a string")
         stops = [s for s in stops if s.strip()]
         if stops:
             out["stop_sequences"] = stops
 
 
-# --------------------------------------------------------------------------- responses
-
-def openai_usage(usage: dict) -> dict:
-    """Anthropic usage counters → OpenAI `usage` (prompt includes both cache counters)."""
-    cache_write = usage.get("cache_creation_input_tokens") or 0
-    cache_read = usage.get("cache_read_input_tokens") or 0
-    prompt = (usage.get("input_tokens") or 0) + cache_write + cache_read
-    completion = usage.get("output_tokens") or 0
-    details = usage.get("output_tokens_details")
-    reasoning = (details.get("thinking_tokens") or 0) if isinstance(details, dict) else 0
-    return {"prompt_tokens": prompt, "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": cache_read, "cache_write_tokens": cache_write},
-            "completion_tokens_details": {"reasoning_tokens": reasoning}}
-
-
-def _finish_reason(stop_reason: str | None, *, json_only: bool) -> str:
-    reason = FINISH_REASONS.get(stop_reason, "stop")
-    # The synthetic JSON tool is an answer, not a call the client must run.
-    return "stop" if json_only and reason == "tool_calls" else reason
-
-
-def anthropic_to_chat(resp: dict, plan: ChatPlan, *, completion_id: str | None = None,
-                      created: int | None = None) -> dict:
-    """Translate a non-streaming Anthropic message into an OpenAI `chat.completion` (§7.4)."""
-    texts: list[str] = []
-    thoughts: list[str] = []
-    tool_calls: list[dict] = []
-    json_content: str | None = None
-    for block in resp.get("content") or ():
-        kind = block.get("type")
-        if kind == "text":
-            texts.append(block.get("text", ""))
-        elif kind == "thinking":
-            thoughts.append(block.get("thinking", ""))
-        elif kind == "tool_use":
-            arguments = orjson.dumps(block.get("input") or {}).decode()
-            if plan.json_mode == "tool" and block.get("name") == JSON_TOOL_NAME:
-                json_content = arguments
-            else:
-                tool_calls.append({"id": block.get("id"), "type": "function",
-                                   "function": {"name": block.get("name"), "arguments": arguments}})
-    content = json_content if json_content is not None else ("".join(texts) if texts else None)
-    message: dict[str, Any] = {"role": "assistant", "content": content}
-    if tool_calls:
-        message["tool_calls"] = tool_calls
-    if thoughts:
-        message["reasoning_content"] = "".join(thoughts)
-    finish = _finish_reason(resp.get("stop_reason"),
-                            json_only=json_content is not None and not tool_calls)
-    return {"id": completion_id or f"chatcmpl-{resp.get('id', '')}",
-            "object": "chat.completion",
-            "created": created if created is not None else int(time.time()),
-            "model": plan.requested_model,
-            "choices": [{"index": 0, "message": message, "finish_reason": finish,
-                         "logprobs": None}],
-            "usage": openai_usage(resp.get("usage") or {})}
-
-
-@dataclass
-class _ToolBlock:
-    """Stream state of one Anthropic tool_use block."""
-
-    index: int | None      # OpenAI tool_calls index; None for the synthetic JSON tool
-    has_arguments: bool = False
-
-
-class ChatStreamTranslator:
-    """Anthropic SSE events → OpenAI `chat.completion.chunk` SSE bytes (PROTOCOL §7.5).
-
-    Feed every parsed upstream event to `feed`; write what it returns. `done` turns True after
-    `[DONE]` or an error frame; later events yield b"". Not thread-safe (one per stream).
-    """
-
-    KEEPALIVE: bytes = b": keepalive\n\n"
-
-    def __init__(self, plan: ChatPlan, *, completion_id: str, created: int) -> None:
-        self.done = False
-        self._plan = plan
-        self._json_mode = plan.json_mode == "tool"
-        envelope = orjson.dumps({"id": completion_id, "object": "chat.completion.chunk",
-                                 "created": created, "model": plan.requested_model})
-        self._envelope = envelope[:-1]  # without the closing brace
-        self._prefix = b"data: " + self._envelope + b',"choices":[{"index":0,"delta":'
-        self._tail = (b',"logprobs":null}]'
-                      + (b',"usage":null' if plan.include_usage else b"") + b"}\n\n")
-        self._suffix = b',"finish_reason":null' + self._tail
-        self._usage: dict[str, Any] = {}
-        self._blocks: dict[int, _ToolBlock] = {}
-        self._tool_count = 0
-        self._json_seen = False
-        self._held_text: list[str] = []  # JSON mode: prose held back until we know it is the answer
-        self._finished = False           # finish_reason chunk sent
-
-    def usage(self) -> dict:
-        """The latest value of each Anthropic usage counter seen so far (never summed)."""
-        return dict(self._usage)
-
-    def _chunk(self, delta: dict) -> bytes:
-        return self._prefix + orjson.dumps(delta) + self._suffix
-
-    def _content(self, text: str) -> bytes:
-        if not text:
-            return b""
-        if self._json_mode:
-            if not self._json_seen:
-                self._held_text.append(text)
-            return b""
-        return self._chunk({"content": text})
-
-    def feed(self, event: str, data: dict) -> bytes:
-        """Translate one parsed upstream event into zero or more SSE frames."""
-        if self.done:
-            return b""
-        event = event or data.get("type", "")
-        if event == "content_block_delta":
-            delta = data.get("delta") or {}
-            kind = delta.get("type")
-            if kind == "text_delta":
-                return self._content(delta.get("text", ""))
-            if kind == "thinking_delta":
-                return self._chunk({"reasoning_content": delta["thinking"]}) if delta.get("thinking") else b""
-            if kind == "input_json_delta":
-                return self._arguments(data.get("index"), delta.get("partial_json", ""))
-            return b""  # signature_delta, citations_delta
-        if event == "content_block_start":
-            return self._block_start(data.get("index"), data.get("content_block") or {})
-        if event == "content_block_stop":
-            block = self._blocks.get(data.get("index"))
-            if block is not None and not block.has_arguments:
-                return self._arguments(data.get("index"), "{}")
-            return b""
-        if event == "message_start":
-            self._record_usage((data.get("message") or {}).get("usage"))
-            return self._chunk({"role": "assistant", "content": ""})
-        if event == "message_delta":
-            self._record_usage(data.get("usage"))
-            stop_reason = (data.get("delta") or {}).get("stop_reason")
-            return self._finish(stop_reason) if stop_reason is not None else b""
-        if event == "message_stop":
-            out = self._finish(None)
-            if self._plan.include_usage:
-                out += (b"data: " + self._envelope + b',"choices":[],"usage":'
-                        + orjson.dumps(openai_usage(self._usage)) + b"}\n\n")
-            self.done = True
-            return out + b"data: [DONE]\n\n"
-        if event == "error":
-            error = data.get("error") or {}
-            self.done = True
-            return b"data: " + orjson.dumps({"error": {
-                "message": error.get("message", "Upstream error"),
-                "type": error.get("type", "api_error"), "code": None, "param": None}}) + b"\n\n"
-        return b""  # ping and unknown events
-
-    def _block_start(self, index: int | None, block: dict) -> bytes:
-        kind = block.get("type")
-        if kind == "text":
-            return self._content(block.get("text", ""))
-        if kind == "thinking":
-            return self._chunk({"reasoning_content": block["thinking"]}) if block.get("thinking") else b""
-        if kind != "tool_use":
-            return b""  # redacted_thinking, server tools: nothing an OpenAI client can use
-        if self._json_mode and block.get("name") == JSON_TOOL_NAME:
-            self._json_seen = True
-            self._held_text.clear()
-            self._blocks[index] = _ToolBlock(None)
-            return b""
-        self._blocks[index] = _ToolBlock(self._tool_count)
-        self._tool_count += 1
-        return self._chunk({"tool_calls": [{
-            "index": self._tool_count - 1, "id": block.get("id"), "type": "function",
-            "function": {"name": block.get("name"), "arguments": ""}}]})
-
-    def _arguments(self, index: int | None, fragment: str) -> bytes:
-        block = self._blocks.get(index)
-        if block is None or not fragment:
-            return b""
-        block.has_arguments = True
-        if block.index is None:
-            return self._chunk({"content": fragment})
-        return self._chunk({"tool_calls": [{"index": block.index,
-                                            "function": {"arguments": fragment}}]})
-
-    def _finish(self, stop_reason: str | None) -> bytes:
-        """The finish_reason chunk (once), preceded by any prose held back in JSON mode."""
-        if self._finished:
-            return b""
-        self._finished = True
-        out = b""
-        if self._held_text:
-            out = self._chunk({"content": "".join(self._held_text)})
-            self._held_text.clear()
-        finish = _finish_reason(stop_reason, json_only=self._json_seen and not self._tool_count)
-        return out + self._prefix + b'{},"finish_reason":' + orjson.dumps(finish) + self._tail
-
-    def _record_usage(self, usage: Any) -> None:
-        if isinstance(usage, dict):
-            self._usage.update((k, v) for k, v in usage.items() if v is not None)

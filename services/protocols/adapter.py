@@ -1,0 +1,98 @@
+"""What the relay needs from a protocol: a prepared request, an adapter, one usage tracker.
+
+Every route reaches the same Anthropic-compatible upstream; a route's protocol prepares
+the `UpstreamRequest` and supplies an `Adapter` that turns the upstream's answer into its
+clients' format. Each adapter counts the call's tokens with a `UsageTracker`, the only code
+that reads usage out of an upstream answer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from services.core.errors import GatewayError
+from services.core.types import Model, Usage
+
+# An Anthropic text delta's SSE envelope is ~105 bytes; text runs ~4 bytes a token.
+DELTA_ENVELOPE_BYTES = 105
+BYTES_PER_TOKEN = 4
+
+
+@dataclass(frozen=True)
+class UpstreamRequest:
+    """A validated client request, ready to forward: what the relay sends and holds for."""
+
+    model: Model
+    body: bytes            # the Messages API body to POST upstream
+    stream: bool
+    max_tokens: int
+    est_input_tokens: int  # a deliberately high estimate, for the credit hold only
+
+
+class UsageTracker:
+    """Counts one call's tokens from the upstream's (Anthropic) answer and notes how it ended.
+
+    Fed the usage-bearing events of a stream (`message_start`, `message_delta`,
+    `message_stop`, `error`) through `fold`, the size of every `content_block_delta` through
+    `delta`, or a whole message's `usage` through `take`. Counters keep their latest value,
+    never a sum (Anthropic repeats them cumulatively).
+    """
+
+    __slots__ = ("usage", "reported", "final_usage", "done", "error", "_delta_events", "_delta_bytes")
+
+    def __init__(self) -> None:
+        self.usage = Usage()                # what is billed
+        self.reported: dict[str, Any] = {}  # every counter reported (OpenAI's usage shows details)
+        self.final_usage = False            # the final (message_delta) counts arrived
+        self.done = False                   # the stream reached message_stop or an error
+        self.error: str | None = None       # "type: message" of an upstream error event
+        self._delta_events = 0
+        self._delta_bytes = 0
+
+    def take(self, counters: Any) -> None:
+        """Fold one Anthropic `usage` object (ignored unless it is an object)."""
+        if isinstance(counters, dict):
+            self.usage.update(counters)
+            self.reported.update((k, v) for k, v in counters.items() if v is not None)
+
+    def fold(self, name: str, data: dict) -> None:
+        """Fold one parsed stream event; events that carry no usage or end are ignored."""
+        if name == "message_start":
+            self.take((data.get("message") or {}).get("usage"))
+        elif name == "message_delta":
+            self.take(data.get("usage"))
+            self.final_usage = True
+        elif name == "message_stop":
+            self.done = True
+        elif name == "error":
+            err = data.get("error") or {}
+            self.error = f"{err.get('type', 'error')}: {err.get('message', '')}"
+            self.done = True
+
+    def delta(self, size: int) -> None:
+        """Count one content_block_delta event of `size` bytes on the wire."""
+        self._delta_events += 1
+        self._delta_bytes += size
+
+    def estimated_output(self) -> int:
+        """Output tokens streamed so far, estimated from the deltas' size: used only when a
+        stream broke before the upstream's own final count arrived."""
+        text_bytes = self._delta_bytes - DELTA_ENVELOPE_BYTES * self._delta_events
+        return max(self._delta_events, text_bytes // BYTES_PER_TOKEN)
+
+
+class Adapter(Protocol):
+    """Turns the upstream's answer into what one route's clients expect; one per request."""
+
+    content_type: str      # of a non-streamed answer
+    keepalive: bytes       # the SSE heartbeat written after silence in a stream
+    tracker: UsageTracker  # the call's tokens, and how its stream ended
+
+    def complete(self, raw: bytes, data: dict) -> bytes:
+        """The client's body for a non-streamed answer (the upstream's JSON, raw and parsed)."""
+
+    def events(self, events: list[bytes]) -> bytes:
+        """The bytes to send for whole upstream SSE events (b"" for none); feeds `tracker`."""
+
+    def error_frame(self, err: GatewayError) -> bytes:
+        """An in-band error event, for a failure after the stream's 200 went out."""

@@ -1,0 +1,45 @@
+"""The chat route's adapter: Anthropic answers → chat.completion / chat.completion.chunk."""
+from __future__ import annotations
+
+import secrets
+import time
+
+import orjson
+
+from services.core.errors import GatewayError
+from services.protocols.openai_chat.request import ChatPlan
+from services.protocols.openai_chat.response import anthropic_to_chat
+from services.protocols.openai_chat.stream import KEEPALIVE, ChatStreamTranslator, error_chunk
+from services.protocols.sse import event_data, event_name
+
+
+class ChatAdapter:
+    """Translates one call's answer for an OpenAI Chat Completions client."""
+
+    content_type = "application/json"
+    keepalive = KEEPALIVE
+
+    def __init__(self, plan: ChatPlan) -> None:
+        self.plan = plan
+        self.created = int(time.time())
+        self.translator = ChatStreamTranslator(plan, completion_id="chatcmpl-" + secrets.token_hex(12),
+                                               created=self.created)
+        self.tracker = self.translator.tracker
+
+    def complete(self, raw: bytes, data: dict) -> bytes:
+        return orjson.dumps(anthropic_to_chat(data, self.plan, created=self.created))
+
+    def events(self, events: list[bytes]) -> bytes:
+        out = []
+        for ev in events:
+            data = event_data(ev)
+            if data is None:
+                continue
+            name = event_name(ev).decode() or str(data.get("type", ""))
+            if name == "content_block_delta":
+                self.tracker.delta(len(ev))
+            out.append(self.translator.feed(name, data))
+        return b"".join(out)
+
+    def error_frame(self, err: GatewayError) -> bytes:
+        return error_chunk(err.message, err.error_type, err.code)
