@@ -7,7 +7,7 @@ import logging
 import secrets
 import signal
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -15,7 +15,6 @@ import tornado.httpserver
 import tornado.web
 
 from handlers.api import admin, messages, models, openai_chat
-from handlers.api.relay import KeepAlive
 from handlers.base import NotFoundApiHandler, NotFoundPageHandler, make_jinja_env
 from handlers.pages import account, auth, dashboard, home, keys, topup
 from services.accounts.keys import KeyService
@@ -26,7 +25,9 @@ from services.billing.topup import TopupService
 from services.billing.usage import UsageService
 from services.config import ConfigError, Settings
 from services.gateway.catalog import CatalogService
+from services.gateway.heartbeat import StreamKeepAlive
 from services.gateway.ratelimit import RateLimitService
+from services.gateway.relay import RelayService
 from services.gateway.upstream import UpstreamService, build_upstream_client
 from services.store import db as dbmod
 
@@ -53,6 +54,7 @@ class Services:
     topup: TopupService
     throttle: ThrottleService
     http_client: httpx.AsyncClient
+    relay: RelayService = field(init=False)
 
 
 async def build_services(settings: Settings, *, db=None,
@@ -74,6 +76,7 @@ async def build_services(settings: Settings, *, db=None,
             settings.login_window_seconds),
         upstream=UpstreamService(db, settings, http_client), http_client=http_client,
         ratelimit=RateLimitService(db, settings.rate_limit_rpm))
+    services.relay = RelayService(billing, services.upstream, services.ratelimit)
     await services.catalog.seed()
     await services.upstream.seed()
     if settings.admin_username:
@@ -90,7 +93,7 @@ def make_app(services: Services) -> tornado.web.Application:
     routes.append((r"/(?:api|v1|cursor|admin/api)(?:/.*)?", NotFoundApiHandler))
     cookie_secret = settings.cookie_secret or secrets.token_hex(32)
     jinja_env = make_jinja_env(ROOT / "templates")
-    keepalive = KeepAlive(settings.keepalive_interval)
+    keepalive = StreamKeepAlive(settings.keepalive_interval)
     return tornado.web.Application(
         routes, services=services, jinja_env=jinja_env, keepalive=keepalive,
         cookie_secret=cookie_secret, xsrf_cookies=True, xsrf_cookie_kwargs={"httponly": True, "samesite": "Lax"},

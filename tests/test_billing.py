@@ -8,6 +8,7 @@ import threading
 import httpx
 
 from services.core.types import Usage
+from services.gateway.relay import CallRecord
 from tests.fake_upstream import Scenario
 
 HELLO = [{"role": "user", "content": "Hello"}]
@@ -112,9 +113,9 @@ def test_settle_is_exactly_once(gateway):
         p = Principal(user_id=user["_id"], username=username, key_id=None, key_name="k")
         model = s.catalog.resolve("claude-sonnet-4")
         hold = await s.billing.hold(p, model, request_id="req_once", est_input_tokens=10, max_tokens=100)
-        usage = Usage(input_tokens=10, output_tokens=90)
-        first = await s.billing.settle(hold, usage, record={"status": 200})
-        await s.billing.settle(hold, usage, record={"status": 200})
+        record = CallRecord("messages", stream=False, usage=Usage(input_tokens=10, output_tokens=90))
+        first = await s.billing.settle(hold, record)
+        await s.billing.settle(hold, record)
         return first.cost
 
     assert gateway.run(scenario()) == 13_000
@@ -180,7 +181,8 @@ def test_key_cap_stays_exact_when_changed_or_recovered_with_requests_in_flight(g
         await s.keys.update(p.key_id, limits=limits)  # raise the cap while the request runs
         assert await cap_left(p) == 1_500_000 - hold.amount
         await s.keys.update(p.key_id, limits=limits)  # saving the same cap changes nothing
-        receipt = await s.billing.settle(hold, Usage(input_tokens=25, output_tokens=150), record={"status": 200})
+        receipt = await s.billing.settle(hold, CallRecord("messages", stream=False,
+                                                         usage=Usage(input_tokens=25, output_tokens=150)))
         settled = await cap_left(p)
 
         crashed = await s.billing.hold(p, model, request_id="req_crashed", est_input_tokens=100,

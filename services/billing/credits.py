@@ -19,6 +19,7 @@ import datetime as dt
 import logging
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from services.accounts.keys import KeyService
 from services.billing.usage import UsageService
@@ -26,8 +27,11 @@ from services.core.clock import utcnow
 from services.core.errors import Conflict, InsufficientCredits, InvalidRequest, NotFound, PermissionDenied
 from services.core.ids import as_object_id
 from services.core.money import cost_micro, fmt_credits, to_micro
-from services.core.types import Model, Principal, Usage
+from services.core.types import Model, Principal
 from services.store.db import AFTER
+
+if TYPE_CHECKING:
+    from services.gateway.relay import CallRecord
 
 log = logging.getLogger(__name__)
 
@@ -117,17 +121,18 @@ class BillingService:
             f"(estimated input plus max_tokens) but the balance is {fmt_credits(user['balance'])} "
             f"credits. Lower max_tokens or top up your account.", code="insufficient_credits")
 
-    async def settle(self, hold: Hold, usage: Usage, *, record: dict) -> Receipt:
+    async def settle(self, hold: Hold, record: CallRecord) -> Receipt:
         """Release the hold and debit the actual cost in one update, then write the usage
         record and (for a non-zero cost) a ledger entry. Exactly once per hold: a second call
         has no effect and returns an empty receipt.
 
-        `record` supplies the usage record's descriptive fields (endpoint, stream, status,
-        latency_ms, upstream_request_id, error…).
+        `record` is the call's usage record: the tokens to bill (`record.usage`) and its
+        descriptive fields (endpoint, stream, status, latency_ms, upstream_request_id, error…).
         """
         if hold.settled:
             return Receipt(0, 0)
         hold.settled = True
+        usage = record.usage
         p, cost = hold.principal, cost_micro(usage.total, hold.model.price_per_1k_micro)
         # The document as it was just before this update: with the increments known, the
         # credits left are exact without reading the document again.
@@ -152,7 +157,7 @@ class BillingService:
             "request_id": hold.request_id, "user_id": p.user_id, "key_id": p.key_id,
             "key_name": p.key_name, "model": hold.model.id, **usage.as_dict(),
             "total_tokens": usage.total, "credits": cost, "hold": hold.amount,
-            "created_at": now, **record})
+            "created_at": now, **record.fields()})
         if cost:
             await self.db.ledger.insert_one({
                 "user_id": p.user_id, "kind": "usage", "amount": -cost, "balance_after": credits_left,

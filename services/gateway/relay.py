@@ -1,0 +1,260 @@
+"""The relay: one billed upstream call, from the credit hold to its settlement.
+
+    rate limit → hold → open the upstream → pump its answer through the route's protocol
+    adapter into the handler's sink → settle exactly once → receipt
+
+The handler supplies a `Sink` (its connection: status and headers, flushed writes, a
+disconnect signal); the route's protocol supplies the `UpstreamRequest` and an `Adapter`
+(services/protocols/). Everything about money and the usage record happens here, in one
+`try/finally`, so it can be driven without HTTP.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import httpx
+import orjson
+
+from services.billing.credits import BillingService, Hold, Receipt
+from services.core.errors import GatewayError, UpstreamError
+from services.core.money import fmt_credits
+from services.core.types import Principal, Usage
+from services.gateway.ratelimit import RateLimitService
+from services.gateway.upstream import UpstreamService, pass_back_headers
+from services.protocols.adapter import Adapter, UpstreamRequest
+from services.protocols.sse import EventBuffer
+
+log = logging.getLogger(__name__)
+
+CLIENT_GONE = 499  # nginx's convention for "client closed the request"
+STREAM_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
+                  "X-Accel-Buffering": "no"}  # nginx: do not buffer the stream
+
+
+class Sink(Protocol):
+    """Where the relay writes one client's answer: the handler implements it over its
+    connection, tests in memory."""
+
+    @property
+    def closed(self) -> bool:
+        """The client has gone: writes now fail or go nowhere."""
+
+    def start(self, status: int, headers: Mapping[str, str], *, heartbeat: bytes | None = None) -> None:
+        """Set the answer's status and headers, sent with the first write. A stream passes
+        its `heartbeat`, the keep-alive to write whenever it has been silent a while."""
+
+    def write(self, data: bytes) -> Awaitable[None]:
+        """Write `data`; the awaitable completes once it is flushed, or fails if the client
+        has gone."""
+
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once when the client goes (at once if it already has)."""
+
+
+@dataclass
+class CallRecord:
+    """One call's usage record, assembled here as the call proceeds; settlement writes it."""
+
+    endpoint: str                       # "messages", "chat", "cursor"
+    stream: bool
+    usage: Usage                        # the tokens to bill (the adapter's tracker counts them)
+    status: int = 200                   # what the call came to: 200, an error's status, 499
+    error: str | None = None
+    upstream_request_id: str | None = None
+    latency_ms: float | None = None     # request received → settlement
+    ttft_ms: float | None = None        # request received → first bytes of the answer
+
+    def fields(self) -> dict:
+        """The usage document's descriptive fields (the tokens are `usage`'s)."""
+        doc = {"endpoint": self.endpoint, "stream": self.stream, "status": self.status,
+               "error": self.error, "upstream_request_id": self.upstream_request_id,
+               "latency_ms": self.latency_ms}
+        if self.ttft_ms is not None:
+            doc["ttft_ms"] = self.ttft_ms
+        return doc
+
+
+@dataclass(frozen=True)
+class RelayReceipt:
+    """What one relayed call came to."""
+
+    cost: int     # micro-credits charged
+    balance: int  # the user's credits (balance + held) right after settlement
+    status: int   # the usage record's status
+
+
+class _Call:
+    """One call's billing state, shared by the relay, the pump and settlement."""
+
+    __slots__ = ("_billing", "_settling", "adapter", "hold", "record", "started")
+
+    def __init__(self, billing: BillingService, hold: Hold, adapter: Adapter, record: CallRecord,
+                 started: float) -> None:
+        self._billing, self.hold, self.adapter, self.record, self.started = billing, hold, adapter, record, started
+        self._settling: asyncio.Future | None = None
+
+    @property
+    def settled(self) -> bool:
+        """Settlement has begun: the record is final."""
+        return self._settling is not None
+
+    def elapsed_ms(self) -> float:
+        return round((time.monotonic() - self.started) * 1000, 2)
+
+    def fail(self, status: int, error: str) -> None:
+        if self._settling is None:
+            self.record.status, self.record.error = status, error
+
+    async def settle(self) -> Receipt:
+        """Settle once; later calls return the same receipt. Shielded: cancelling the caller
+        cannot cut settlement in half (it completes, and the caller sees CancelledError)."""
+        if self._settling is None:
+            self.record.latency_ms = self.elapsed_ms()
+            self._settling = asyncio.ensure_future(self._billing.settle(self.hold, self.record))
+        return await asyncio.shield(self._settling)
+
+
+@dataclass
+class RelayService:
+    """Runs billed upstream calls (POST /v1/messages upstream, whatever the client's protocol)."""
+
+    billing: BillingService
+    upstream: UpstreamService
+    ratelimit: RateLimitService
+
+    async def relay(self, principal: Principal, request: UpstreamRequest, adapter: Adapter, sink: Sink, *,
+                    request_id: str, endpoint: str, client_headers: Mapping[str, str],
+                    query: str = "") -> RelayReceipt:
+        """Make one billed call and write its answer into `sink`; settles exactly once.
+
+        Raises RateLimited or the hold's errors (nothing held), or the mapped GatewayError of
+        an upstream that fails before its answer starts (the hold released, nothing charged);
+        `sink` is then untouched, so the caller renders the error. Once a stream's 200 went out,
+        failures are written in-band (`adapter.error_frame`) and recorded, not raised. A client
+        that goes mid-stream stops the upstream call and is billed for what was produced
+        (status 499). A non-streamed answer carries x-cheaplm-credits-used/-remaining; a stream
+        is settled before its final event is written, so the balance is final when it ends.
+        """
+        started = time.monotonic()
+        await self.ratelimit.check(principal)
+        hold = await self.billing.hold(principal, request.model, request_id=request_id,
+                                       est_input_tokens=request.est_input_tokens, max_tokens=request.max_tokens)
+        call = _Call(self.billing, hold, adapter, CallRecord(endpoint, request.stream, adapter.tracker.usage), started)
+        response: httpx.Response | None = None
+        answer: bytes | None = None
+        try:
+            response = await self.upstream.open("/v1/messages", request.body, client_headers, query=query,
+                                                 stream=request.stream)
+            call.record.upstream_request_id = response.headers.get("request-id")
+            if response.status_code != 200:
+                raise await self.upstream.error_for(response)
+            headers = pass_back_headers(response)
+            headers.setdefault("request-id", request_id)
+            if request.stream:
+                await self._stream(response, call, sink, headers)
+            else:
+                answer = await self._read(response, adapter)
+        except GatewayError as err:
+            call.fail(err.status, err.message)
+            raise
+        except BaseException as exc:
+            call.fail(500, type(exc).__name__)
+            raise
+        finally:
+            try:
+                if response is not None:
+                    await response.aclose()
+            finally:
+                receipt = await call.settle()
+        if answer is not None:
+            sink.start(200, {**headers, "Content-Type": adapter.content_type,
+                             "x-cheaplm-credits-used": fmt_credits(receipt.cost),
+                             "x-cheaplm-credits-remaining": fmt_credits(receipt.balance)})
+            await _deliver(sink, answer)
+        return RelayReceipt(receipt.cost, receipt.balance, call.record.status)
+
+    async def _read(self, response: httpx.Response, adapter: Adapter) -> bytes:
+        """A non-streamed answer, counted and translated."""
+        raw = await self.upstream.read(response)
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise UpstreamError("The upstream failed: its answer was not JSON.") from None
+        adapter.tracker.take(data.get("usage"))
+        return adapter.complete(raw, data)
+
+    async def _stream(self, response: httpx.Response, call: _Call, sink: Sink, headers: dict) -> None:
+        """Pump the stream in a task of its own, which the client's disconnect cancels (that
+        closes the upstream response, so generation stops at once)."""
+        sink.start(200, {**headers, **STREAM_HEADERS}, heartbeat=call.adapter.keepalive)
+        pump = asyncio.ensure_future(self._pump(response, call, sink))
+        sink.on_close(pump.cancel)
+        try:
+            await pump
+        except (asyncio.CancelledError, Exception):
+            if not sink.closed or asyncio.current_task().cancelling():
+                raise
+            self._client_gone(call)
+
+    async def _pump(self, response: httpx.Response, call: _Call, sink: Sink) -> None:
+        adapter, record, tracker = call.adapter, call.record, call.adapter.tracker
+        buffer = EventBuffer()
+        try:
+            async for chunk in response.aiter_raw():
+                events = buffer.feed(chunk)
+                if not events:
+                    continue
+                out = adapter.events(events)
+                if tracker.done and not call.settled:
+                    # Settle before the final event goes out, so a client that reads its
+                    # balance right after the stream ends sees the settled figure.
+                    if tracker.error:
+                        call.fail(502, tracker.error)
+                    await call.settle()
+                if out:
+                    if record.ttft_ms is None:
+                        record.ttft_ms = call.elapsed_ms()
+                    await sink.write(out)
+        except httpx.TimeoutException:
+            await self._stream_error(call, sink, UpstreamError("The upstream stopped responding mid-stream."))
+        except httpx.HTTPError as exc:
+            await self._stream_error(call, sink, UpstreamError(f"The upstream failed mid-stream ({type(exc).__name__})."))
+        else:
+            if not tracker.done:
+                await self._stream_error(call, sink, UpstreamError("The upstream closed the stream before it finished."))
+
+    async def _stream_error(self, call: _Call, sink: Sink, err: GatewayError) -> None:
+        """After the 200 went out, an error can only be reported in-band: recorded and
+        settled first, like any final event, then written."""
+        log.warning("stream %s: %s", call.hold.request_id, err.message)
+        call.fail(err.status, err.message)
+        await call.settle()
+        await _deliver(sink, call.adapter.error_frame(err))
+
+    @staticmethod
+    def _client_gone(call: _Call) -> None:
+        """Bill what was produced: the upstream's own counts, or, when its final count never
+        arrived, at least the output estimated from what was streamed."""
+        if call.settled:
+            return
+        call.fail(CLIENT_GONE, "client disconnected")
+        tracker = call.adapter.tracker
+        if not tracker.final_usage:
+            tracker.usage.output_tokens = max(tracker.usage.output_tokens, tracker.estimated_output())
+
+
+async def _deliver(sink: Sink, data: bytes) -> None:
+    """Write the answer's last bytes; a client that has gone by then is no error (the call
+    is settled, and there is no one left to tell)."""
+    if sink.closed:
+        return
+    try:
+        await sink.write(data)
+    except Exception:
+        if not sink.closed:
+            raise
