@@ -73,7 +73,7 @@ async def build_services(settings: Settings, *, db=None,
         users=UserService(db), keys=keys, usage=usage,
         billing=billing, topup=TopupService(db, billing), throttle=ThrottleService(
             db, settings.login_max_per_account, settings.login_max_per_ip, settings.signup_max_per_ip,
-            settings.login_window_seconds),
+            settings.login_window_seconds, max_per_account_address=settings.login_max_per_account_address),
         upstream=UpstreamService(db, settings, http_client), http_client=http_client,
         ratelimit=RateLimitService(db, settings.rate_limit_rpm))
     services.relay = RelayService(billing, services.upstream, services.ratelimit)
@@ -109,9 +109,10 @@ async def start(settings: Settings, **kwargs) -> tuple[tornado.httpserver.HTTPSe
     # Held by the app: the event loop keeps only a weak reference to a task.
     app.settings["catalog_refresh"] = asyncio.ensure_future(_refresh_catalog(services))
     # Bodies up to twice the documented limit are read so the handler can answer a clear
-    # 413; anything larger is cut off by Tornado itself.
+    # 413; anything larger is cut off by Tornado itself. No xheaders: handlers/base.py
+    # believes X-Forwarded-* only from TRUSTED_PROXIES.
     server = app.listen(settings.port, settings.host, max_body_size=2 * settings.max_body_bytes,
-                        idle_connection_timeout=settings.header_timeout, xheaders=True)
+                        idle_connection_timeout=settings.header_timeout)
     return server, app
 
 

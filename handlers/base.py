@@ -5,14 +5,16 @@ This module is the one place where domain errors become HTTP responses.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import hmac
+import ipaddress
 import logging
+import re
 import secrets
 from urllib.parse import urlencode, urlparse
 
 import jinja2
 import orjson
+import tornado.httputil
+import tornado.netutil
 import tornado.web
 from markupsafe import Markup
 
@@ -23,8 +25,67 @@ from services.core.types import Principal
 
 log = logging.getLogger("cheaplm")
 
+def _trusted(address: str, networks: tuple) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in net for net in networks)
+
+
+def client_address(peer: str, headers: tornado.httputil.HTTPHeaders, networks: tuple) -> str:
+    """The client's address: the peer's own, unless the peer is a trusted proxy; then the
+    nearest X-Forwarded-For hop that is not itself a trusted proxy. Anyone can write
+    X-Forwarded-For, so only hops added by our own proxies are believed."""
+    if not _trusted(peer, networks):
+        return peer
+    hops = [h.strip() for h in headers.get("X-Forwarded-For", headers.get("X-Real-Ip", "")).split(",")]
+    client = peer
+    for hop in reversed([h for h in hops if h]):
+        if not tornado.netutil.is_valid_ip(hop):
+            break
+        client = hop
+        if not _trusted(hop, networks):
+            break
+    return client
+
+
+def client_protocol(peer: str, protocol: str, headers: tornado.httputil.HTTPHeaders, networks: tuple) -> str:
+    """The scheme the client used: X-Forwarded-Proto (or X-Scheme) from a trusted proxy, else our own."""
+    if not _trusted(peer, networks):
+        return protocol
+    claimed = headers.get("X-Forwarded-Proto", headers.get("X-Scheme", "")).split(",")[-1].strip().lower()
+    return claimed if claimed in ("http", "https") else protocol
+
+
+# Query parameters that carry credentials (?key=, ?api_key=, ?access_token=…), and anything
+# shaped like one of our keys, are blanked before a URI is logged.
+_SECRET_PARAM = re.compile(r"(?i)([?&][^=&#]*(?:key|token|secret|auth|pass|sig)[^=&#]*=)[^&#]*")
+_SECRET_VALUE = re.compile(r"sk-[A-Za-z0-9_-]{8,}")
+
+
+def redact_uri(uri: str) -> str:
+    """The URI with credentials in its query string (and anything key-shaped) replaced."""
+    return _SECRET_VALUE.sub("sk-[redacted]", _SECRET_PARAM.sub(r"\1[redacted]", uri))
+
+
 class BaseHandler(tornado.web.RequestHandler):
-    """Shared plumbing: services, request id, logging that never prints secrets."""
+    """Shared plumbing: services, request id, client address, logging that never prints secrets."""
+
+    def __init__(self, application, request, **kwargs) -> None:
+        # Before anything reads them (throttles, cookies' Secure flag, the access log):
+        # believe X-Forwarded-* only from TRUSTED_PROXIES.
+        networks = application.settings["services"].settings.trusted_networks
+        peer = request.remote_ip
+        request.remote_ip = client_address(peer, request.headers, networks)
+        request.protocol = client_protocol(peer, request.protocol, request.headers, networks)
+        super().__init__(application, request, **kwargs)
+
+    def _request_summary(self) -> str:
+        # Tornado's access log line: the URI without credentials a client put in the query.
+        return f"{self.request.method} {redact_uri(self.request.uri or '')} ({self.request.remote_ip})"
 
     @property
     def services(self):
@@ -179,8 +240,9 @@ def fmt_day(value) -> str:
 class PageHandler(BaseHandler):
     """Server-rendered pages: signed session cookie, XSRF on every form, Jinja templates.
 
-    The session cookie holds `user_id:fingerprint`, the fingerprint derived from the
-    password hash, so changing the password signs out every other session.
+    The session cookie holds a random session token; the session itself lives in the
+    database (UserService), so logging out, "log out everywhere" and a password change end
+    sessions for good, whatever copies of the cookie exist.
     """
 
     SESSION_COOKIE = "cheaplm_session"
@@ -205,24 +267,21 @@ class PageHandler(BaseHandler):
         super().set_cookie(name, value, **kwargs)
 
     async def prepare(self) -> None:
-        self._user = None
+        self._user = self._session = None
         if len(self.request.body) > self.MAX_FORM_BYTES:
             raise RequestTooLarge("That form is too large.")
         raw = self.get_signed_cookie(self.SESSION_COOKIE, max_age_days=self.SESSION_DAYS)
         if not raw:
             return
-        user_id, _, fingerprint = raw.decode(errors="replace").partition(":")
-        try:
-            user = await self.services.users.get(user_id)
-        except GatewayError:
-            return
-        if not user.get("frozen") and hmac.compare_digest(fingerprint, self._fingerprint(user)):
-            self._user = user
+        token = raw.decode(errors="replace")
+        user = await self.services.users.session_user(token)
+        if user is not None and not user.get("frozen"):
+            self._user, self._session = user, token
 
-    def _fingerprint(self, user: dict) -> str:
-        # Keyed, so the (signed, not encrypted) cookie reveals nothing about the hash.
-        key = str(self.application.settings["cookie_secret"]).encode()
-        return hmac.new(key, f"session:{user.get('password_hash') or ''}".encode(), hashlib.sha256).hexdigest()[:32]
+    @property
+    def session_token(self) -> str | None:
+        """The signed-in browser's session token (None when signed out)."""
+        return getattr(self, "_session", None)
 
     def get_current_user(self):
         return getattr(self, "_user", None)
@@ -234,11 +293,20 @@ class PageHandler(BaseHandler):
         except ValueError:
             return 1
 
-    def login(self, user: dict) -> None:
-        self.set_signed_cookie(self.SESSION_COOKIE, f"{user['_id']}:{self._fingerprint(user)}",
-                               expires_days=self.SESSION_DAYS)
+    async def login(self, user: dict) -> None:
+        """Start a new session for `user` and give this browser its cookie."""
+        token = await self.services.users.start_session(user["_id"], days=self.SESSION_DAYS)
+        self._session = token
+        self.set_signed_cookie(self.SESSION_COOKIE, token, expires_days=self.SESSION_DAYS)
 
-    def logout(self) -> None:
+    async def logout(self, *, everywhere: bool = False) -> None:
+        """End this browser's session (with `everywhere`, every session of the user) and
+        drop the cookie."""
+        if everywhere and self.current_user is not None:
+            await self.services.users.end_sessions(self.current_user["_id"])
+        elif self.session_token:
+            await self.services.users.end_session(self.session_token)
+        self._session = None
         self.clear_cookie(self.SESSION_COOKIE)
 
     def flash(self, message: str) -> None:

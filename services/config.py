@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
@@ -9,6 +11,9 @@ from urllib.parse import urlparse
 
 class ConfigError(Exception):
     """Configuration that cannot work; start-up stops with this one-line message."""
+
+
+ADMIN_TOKEN_MIN = 32  # characters; a guessable admin token is every user's balance
 
 
 def _setting(default, help: str, *, env: str | None = None):
@@ -31,8 +36,11 @@ class Settings:
                                   "store is memory://, where a random one is generated.")
     admin_username: str = _setting("", "Create this admin user at start if absent.")
     admin_password: str = _setting("", "Password for ADMIN_USERNAME.")
-    admin_api_token: str = _setting("", "Bearer token for /admin/api/…; empty disables that API.")
+    admin_api_token: str = _setting("", "Bearer token for /admin/api/… (32+ characters); empty "
+                                    "disables that API.")
     public_base_url: str = _setting("", "Base URL shown in docs snippets; default: from the request.")
+    trusted_proxies: str = _setting("", "Comma-separated CIDRs of reverse proxies whose X-Forwarded-For "
+                                    "/ X-Forwarded-Proto are believed; empty: no one's.")
     signup_credits: float = _setting(0.0, "Credits granted to each new self-signed-up user.")
     upstream_timeout: float = _setting(600.0, "Seconds a non-streamed upstream call may take in total "
                                        "(SDKs wait 600 s); streams are bounded by the idle timeout.")
@@ -54,7 +62,11 @@ class Settings:
                                          "(their request crashed). memory:// releases all.")
     catalog_refresh_seconds: float = _setting(5.0, "Seconds between reloads of models and upstreams "
                                               "from the database (edits made elsewhere apply within it).")
-    login_max_per_account: int = _setting(5, "Failed log-ins for one account per throttle window.")
+    login_max_per_account_address: int = _setting(5, "Failed log-ins for one account from one address "
+                                                  "per throttle window.")
+    login_max_per_account: int = _setting(100, "Failed log-ins for one account from all addresses per "
+                                          "throttle window (loose: guesses from a few addresses cannot "
+                                          "lock the owner out).")
     login_max_per_ip: int = _setting(20, "Failed log-ins from one address per throttle window.")
     signup_max_per_ip: int = _setting(10, "Accounts created from one address per throttle window.")
     login_window_seconds: int = _setting(900, "Length of the log-in / sign-up throttle window, in seconds.")
@@ -73,6 +85,17 @@ class Settings:
 
     @classmethod
     def fields(cls) -> list[dataclasses.Field]:
+    @functools.cached_property
+    def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """TRUSTED_PROXIES parsed; raises ConfigError for an entry that is not an address or CIDR."""
+        networks = []
+        for entry in filter(None, (part.strip() for part in self.trusted_proxies.split(","))):
+            try:
+                networks.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                raise ConfigError(f"TRUSTED_PROXIES: {entry!r} is not an IP address or CIDR") from None
+        return tuple(networks)
+
         return list(dataclasses.fields(cls))
 
     @classmethod
@@ -112,6 +135,10 @@ class Settings:
             raise ConfigError(f"UPSTREAM_BASE_URL must be an http(s) URL, got {self.upstream_base_url!r}")
         if bool(self.admin_username) != bool(self.admin_password):
             raise ConfigError("ADMIN_USERNAME and ADMIN_PASSWORD must be set together")
+        if self.admin_api_token and len(self.admin_api_token) < ADMIN_TOKEN_MIN:
+            raise ConfigError(f"ADMIN_API_TOKEN must be at least {ADMIN_TOKEN_MIN} characters (generate one: "
+                              f"python3 -c \"import secrets; print(secrets.token_urlsafe(32))\")")
+        self.trusted_networks  # raises ConfigError for a bad entry
         if not 0 < self.port < 65536:
             raise ConfigError(f"PORT out of range: {self.port}")
 

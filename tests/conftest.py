@@ -28,7 +28,7 @@ import app as app_module  # noqa: E402
 from services.config import Settings  # noqa: E402
 from tests.fake_upstream import FakeUpstream  # noqa: E402
 
-ADMIN_TOKEN = "test-admin-token-0123456789"
+ADMIN_TOKEN = "test-admin-token-0123456789-abcdefghij"
 _names = itertools.count(1)
 
 TEST_MONGODB_URI = os.environ.get("TEST_MONGODB_URI", "")

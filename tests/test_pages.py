@@ -167,8 +167,9 @@ def test_signup_creates_account_signs_in_and_grants_signup_credits(gateway_facto
     assert text_of(site.get("/dashboard").text, "balance") == "2.5"
 
 
-def test_session_cookie_is_secure_over_https(gateway):
-    """Behind an https proxy (X-Forwarded-Proto) the session and XSRF cookies are marked Secure."""
+def test_session_cookie_is_secure_over_https(gateway_factory):
+    """Behind an https proxy (X-Forwarded-Proto from TRUSTED_PROXIES) the session and XSRF cookies are marked Secure."""
+    gateway = gateway_factory(trusted_proxies="127.0.0.1/32")
     site = Site(gateway)
     site.xsrf()
     r = site.post("/signup", {"username": "secureuser", "email": "s@example.com", "password": PASSWORD,

@@ -1,4 +1,5 @@
-"""Account page: change email, change password (current one required; other sessions end)."""
+"""Account page: change email, change password (current one required; other sessions end),
+log out everywhere."""
 from __future__ import annotations
 
 from handlers.base import PageHandler
@@ -8,7 +9,7 @@ from services.core.errors import InvalidRequest, RateLimited
 
 
 class AccountPageHandler(PageHandler):
-    """GET: the forms; POST action=email|password."""
+    """GET: the forms; POST action=email|password|logout_everywhere."""
 
     def get(self) -> None:
         if self.require_user() is None:
@@ -28,6 +29,10 @@ class AccountPageHandler(PageHandler):
             await self.change_email()
         elif action == "password":
             await self.change_password()
+        elif action == "logout_everywhere":
+            await self.logout(everywhere=True)
+            self.flash("You are signed out on every browser and device.")
+            self.redirect("/")
         else:
             raise InvalidRequest("Unknown action.")
 
@@ -47,18 +52,22 @@ class AccountPageHandler(PageHandler):
         if new != self.get_argument("confirm", "", strip=False):
             return self.show(errors={"confirm": "The two new passwords do not match."}, status=400)
         try:
-            # Guessing the current password here is a log-in attempt too: same throttle.
-            await self.services.throttle.check_login(user["username"], ip)
-            await self.services.users.change_password(user["_id"], current[:PASSWORD_MAX + 1], new)
+            # Guessing the current password here is a log-in attempt too: same throttle,
+            # reserved before the password is checked.
+            attempt = await self.services.throttle.begin_login(user["username"], ip)
         except RateLimited as exc:
             return self.show(errors={"current_password": exc.message}, status=429)
+        try:
+            await self.services.users.change_password(user["_id"], current[:PASSWORD_MAX + 1], new,
+                                                      keep_session=self.session_token)
         except InvalidRequest as exc:
             if exc.param == "current_password":
-                await self.services.throttle.login_failed(user["username"], ip)
+                await self.services.throttle.login_failed(attempt)
+            else:  # the current password was right; only the new one was refused
+                await self.services.throttle.login_succeeded(attempt)
             field = "new_password" if exc.param == "password" else exc.param or "current_password"
             return self.show(errors={field: exc.message}, status=400)
-        # The session cookie is bound to the password hash: re-issue ours, the others lapse.
-        self.login(await self.services.users.get(user["_id"]))
+        await self.services.throttle.login_succeeded(attempt)
         self.flash("Password changed. Any other signed-in browsers were signed out.")
         self.redirect("/account")
 

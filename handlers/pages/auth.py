@@ -63,7 +63,7 @@ class SignupPageHandler(PageHandler):
         if errors:
             return self.show(form=form, errors=errors, status=400)
         try:
-            await self.services.throttle.check_signup(self.request.remote_ip)
+            await self.services.throttle.check_signup(self.request.remote_ip)  # behind TRUSTED_PROXIES only
             user = await self.services.users.create(form["username"], password, email=form["email"])
         except GatewayError as exc:
             return self.show(form=form, errors={exc.param or "form": exc.message}, status=exc.status)
@@ -71,12 +71,13 @@ class SignupPageHandler(PageHandler):
         if self.services.settings.signup_credits > 0:
             await self.services.billing.adjust(user["_id"], self.services.settings.signup_credits,
                                                kind="signup", note="Welcome credits")
-        self.login(user)
+        await self.login(user)
         self.redirect(safe_next(self.get_argument("next", None)))
 
 
 class LoginPageHandler(PageHandler):
-    """GET: the form; POST: check the password (throttled per account and per IP), sign in."""
+    """GET: the form; POST: check the password (throttled per account and address, per
+    account and per address), sign in."""
 
     def get(self) -> None:
         if self.current_user is not None:
@@ -95,7 +96,7 @@ class LoginPageHandler(PageHandler):
             errors = {k: f"Enter your {k}." for k, v in (("username", username), ("password", password)) if not v}
             return self.show(username=username, errors=errors, status=400)
         try:
-            await self.services.throttle.check_login(username, self.request.remote_ip)
+            attempt = await self.services.throttle.begin_login(username, self.request.remote_ip)
         except RateLimited as exc:
             self.set_header("Retry-After", exc.headers["Retry-After"])
             return self.show(username=username, errors={"form": exc.message}, status=429)
@@ -103,16 +104,17 @@ class LoginPageHandler(PageHandler):
         if len(password) <= PASSWORD_MAX:  # a longer one cannot be anyone's password
             user = await self.services.users.authenticate(username, password)
         if user is None or user.get("frozen"):
-            await self.services.throttle.login_failed(username, self.request.remote_ip)
+            await self.services.throttle.login_failed(attempt)
             message = "This account is frozen." if user else "Wrong username or password."
             return self.show(username=username, errors={"form": message}, status=400)
-        await self.services.throttle.login_succeeded(username)
-        self.login(user)
+        await self.services.throttle.login_succeeded(attempt)
+        await self.login(user)
         self.redirect(safe_next(self.get_argument("next", None)))
 
 
 class LogoutPageHandler(PageHandler):
-    """GET: a one-button confirmation (links cannot log you out); POST: end the session."""
+    """GET: a one-button confirmation (links cannot log you out); POST: end the session
+    (server-side: a copy of the cookie opens nothing afterwards)."""
 
     def get(self) -> None:
         if self.current_user is None:
@@ -120,8 +122,8 @@ class LogoutPageHandler(PageHandler):
             return
         self.render_page("logout.html")
 
-    def post(self) -> None:
-        self.logout()
+    async def post(self) -> None:
+        await self.logout()
         self.flash("You are signed out.")
         self.redirect("/")
 

@@ -1,12 +1,18 @@
-"""Users: accounts, password hashing (argon2, off the event loop) and freezing.
+"""Users: accounts, password hashing (argon2, off the event loop), freezing, and the
+website's sessions.
 
-Owns the `users` collection's identity fields; balances in the same documents are moved
-only by `services/billing/credits.py`.
+Owns the `users` collection's identity fields and the `sessions` collection
+    {_id: sha256(token), user_id, created_at, expires_at}
+(a session is valid until `expires_at` while its document exists; a TTL index clears expired ones).
+Balances in the user documents are moved only by `services/billing/credits.py`.
 """
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import hashlib
 import re
+import secrets
 from dataclasses import dataclass
 
 from passlib.hash import argon2
@@ -45,6 +51,10 @@ async def verify_password(password: str, hashed: str | None) -> bool:
     except (ValueError, TypeError):
         return False
     return bool(ok and hashed)
+
+
+def _session_id(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 @dataclass
@@ -104,14 +114,43 @@ class UserService:
             raise NotFound("No such user.")
         return doc
 
-    async def change_password(self, user_id, current: str, new: str) -> None:
-        """Replace the password after checking the current one; raises InvalidRequest."""
+    async def change_password(self, user_id, current: str, new: str, *, keep_session: str | None = None) -> None:
+        """Replace the password after checking the current one, and end every session of the
+        user except `keep_session`. Raises InvalidRequest (param `current_password` when the
+        current one is wrong, `password` when the new one breaks the rules)."""
         doc = await self.get(user_id)
         if not await verify_password(current or "", doc.get("password_hash")):
             raise InvalidRequest("Current password is wrong.", param="current_password")
         check_password_rules(new)
         await self.db.users.update_one({"_id": doc["_id"]},
                                        {"$set": {"password_hash": await hash_password(new)}})
+        await self.end_sessions(doc["_id"], keep=keep_session)
+
+    async def start_session(self, user_id, *, days: float) -> str:
+        """Open a session lasting `days` and return its token (only its hash is stored)."""
+        token = secrets.token_urlsafe(32)
+        now = utcnow()
+        await self.db.sessions.insert_one({"_id": _session_id(token), "user_id": as_object_id(user_id),
+                                           "created_at": now, "expires_at": now + dt.timedelta(days=days)})
+        return token
+
+    async def session_user(self, token: str) -> dict | None:
+        """The user whose live session `token` is, else None."""
+        session = await self.db.sessions.find_one({"_id": _session_id(token), "expires_at": {"$gt": utcnow()}})
+        if session is None:
+            return None
+        return await self.db.users.find_one({"_id": session["user_id"]})
+
+    async def end_session(self, token: str) -> None:
+        """End one session; the token opens nothing afterwards."""
+        await self.db.sessions.delete_many({"_id": _session_id(token)})
+
+    async def end_sessions(self, user_id, *, keep: str | None = None) -> None:
+        """End every session of the user (all but `keep`, when given)."""
+        query: dict = {"user_id": as_object_id(user_id)}
+        if keep:
+            query["_id"] = {"$ne": _session_id(keep)}
+        await self.db.sessions.delete_many(query)
 
     async def set_email(self, user_id, email: str) -> None:
         if email and not EMAIL_RE.match(email):

@@ -74,3 +74,5 @@ async def ensure_indexes(db) -> None:
     # Throttle windows last minutes; a day later MongoDB deletes the document itself.
     await db.login_attempts.create_index("window_start", expireAfterSeconds=86400)
     await db.rate_limits.create_index("expires_at", expireAfterSeconds=0)
+    await db.sessions.create_index("user_id")
+    await db.sessions.create_index("expires_at", expireAfterSeconds=0)
