@@ -1,20 +1,27 @@
 """Composition root: settings → database → services → Tornado application."""
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
+import dataclasses
 import datetime as dt
 import logging
+import os
 import secrets
 import signal
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import tornado.httpserver
+import tornado.netutil
 import tornado.web
+from pymongo.errors import ConnectionFailure, PyMongoError
 
-from handlers.api import admin, messages, models, openai_chat
+from handlers.api import admin, health, messages, models, openai_chat
 from handlers.base import NotFoundApiHandler, NotFoundPageHandler, make_jinja_env
 from handlers.pages import account, auth, dashboard, home, keys, topup
 from services.accounts.keys import KeyService
@@ -25,6 +32,7 @@ from services.billing.topup import TopupService
 from services.billing.usage import UsageService
 from services.config import ConfigError, Settings
 from services.gateway.catalog import CatalogService
+from services.gateway.health import HealthService
 from services.gateway.heartbeat import StreamKeepAlive
 from services.gateway.ratelimit import RateLimitService
 from services.gateway.relay import RelayService
@@ -35,7 +43,7 @@ ROOT = Path(__file__).resolve().parent
 log = logging.getLogger("cheaplm")
 
 # Each handlers module ends with `routes = [...]`; later modules plug in here.
-ROUTE_MODULES = [messages, openai_chat, models, admin, auth, dashboard, keys, topup, account, home]
+ROUTE_MODULES = [health, messages, openai_chat, models, admin, auth, dashboard, keys, topup, account, home]
 
 
 @dataclass
@@ -51,31 +59,31 @@ class Services:
     billing: BillingService
     upstream: UpstreamService
     ratelimit: RateLimitService
+    health: HealthService
     topup: TopupService
     throttle: ThrottleService
     http_client: httpx.AsyncClient
     relay: RelayService = field(init=False)
 
 
-async def build_services(settings: Settings, *, db=None,
+async def build_services(settings: Settings, *, db,
                          http_client: httpx.AsyncClient | None = None) -> Services:
-    """Connect, create indexes, seed catalog/upstream/admin and recover stale holds."""
-    if db is None:
-        _, db = dbmod.connect(settings)
+    """Create indexes, seed catalog/upstream/admin and recover stale holds on `db`."""
     await dbmod.ensure_indexes(db)
     if http_client is None:
         http_client = build_upstream_client(settings)
     usage = UsageService(db)
     keys = KeyService(db, usage=usage, cache_seconds=settings.key_cache_seconds)
     billing = BillingService(db, usage, keys)
+    upstream = UpstreamService(db, settings, http_client)
+    throttle = ThrottleService(db, settings.login_max_per_account, settings.login_max_per_ip,
+                               settings.signup_max_per_ip, settings.login_window_seconds,
+                               max_per_account_address=settings.login_max_per_account_address)
     services = Services(
         settings=settings, db=db, catalog=CatalogService(db, settings.catalog_refresh_seconds),
-        users=UserService(db), keys=keys, usage=usage,
-        billing=billing, topup=TopupService(db, billing), throttle=ThrottleService(
-            db, settings.login_max_per_account, settings.login_max_per_ip, settings.signup_max_per_ip,
-            settings.login_window_seconds, max_per_account_address=settings.login_max_per_account_address),
-        upstream=UpstreamService(db, settings, http_client), http_client=http_client,
-        ratelimit=RateLimitService(db, settings.rate_limit_rpm))
+        users=UserService(db), keys=keys, usage=usage, billing=billing, topup=TopupService(db, billing),
+        throttle=throttle, upstream=upstream, http_client=http_client,
+        ratelimit=RateLimitService(db, settings.rate_limit_rpm), health=HealthService(db, upstream))
     services.relay = RelayService(billing, services.upstream, services.ratelimit)
     await services.catalog.seed()
     await services.upstream.seed()
@@ -86,14 +94,13 @@ async def build_services(settings: Settings, *, db=None,
     return services
 
 
-def make_app(services: Services) -> tornado.web.Application:
-    """The Tornado application for these services (tests call this too)."""
+def make_app(services: Services, keepalive: StreamKeepAlive) -> tornado.web.Application:
+    """The Tornado application for these services."""
     settings = services.settings
     routes = [r for module in ROUTE_MODULES for r in module.routes]
     routes.append((r"/(?:api|v1|cursor|admin/api)(?:/.*)?", NotFoundApiHandler))
     cookie_secret = settings.cookie_secret or secrets.token_hex(32)
     jinja_env = make_jinja_env(ROOT / "templates")
-    keepalive = StreamKeepAlive(settings.keepalive_interval)
     return tornado.web.Application(
         routes, services=services, jinja_env=jinja_env, keepalive=keepalive,
         cookie_secret=cookie_secret, xsrf_cookies=True, xsrf_cookie_kwargs={"httponly": True, "samesite": "Lax"},
@@ -101,52 +108,159 @@ def make_app(services: Services) -> tornado.web.Application:
         compress_response=False, debug=settings.debug, login_url="/login")
 
 
-async def start(settings: Settings, **kwargs) -> tuple[tornado.httpserver.HTTPServer, tornado.web.Application]:
-    """Build everything and listen; returns (server, app)."""
-    services = await build_services(settings, **kwargs)
-    app = make_app(services)
-    app.settings["keepalive"].start()
-    # Held by the app: the event loop keeps only a weak reference to a task.
-    app.settings["catalog_refresh"] = asyncio.ensure_future(_refresh_catalog(services))
-    # Bodies up to twice the documented limit are read so the handler can answer a clear
-    # 413; anything larger is cut off by Tornado itself. No xheaders: handlers/base.py
-    # believes X-Forwarded-* only from TRUSTED_PROXIES.
-    server = app.listen(settings.port, settings.host, max_body_size=2 * settings.max_body_bytes,
-                        idle_connection_timeout=settings.header_timeout)
-    return server, app
+class Gateway:
+    """Owns everything long-lived — the database client, the upstream HTTP client, the
+    services, the stream keep-alive ticker, the catalog refresh and the listening server —
+    and starts and stops them in one place. `python app.py` and the tests both use it."""
+
+    def __init__(self, settings: Settings, *, sockets: list | None = None, **build_options) -> None:
+        self.settings = settings
+        self._sockets = sockets  # pre-bound and shared by every process of `--processes N`
+        self._build_options = build_options
+        self.services: Services | None = None
+        self.app: tornado.web.Application | None = None
+        self.server: tornado.httpserver.HTTPServer | None = None
+        self._db_client = None
+        self._keepalive = StreamKeepAlive(settings.keepalive_interval)
+        self._refresh: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        """Connect, build the services, start the background work and listen."""
+        s = self.settings
+        self._db_client, db = dbmod.connect(s)
+        self.services = await build_services(s, db=db, **self._build_options)
+        self.app = make_app(self.services, self._keepalive)
+        self._keepalive.start()
+        self._refresh = asyncio.ensure_future(self._refresh_catalog())
+        # Bodies up to twice the documented limit are read so the handler can answer a clear
+        # 413; anything larger is cut off by Tornado itself. No xheaders: handlers/base.py
+        # believes X-Forwarded-* only from TRUSTED_PROXIES.
+        self.server = tornado.httpserver.HTTPServer(
+            self.app, max_body_size=2 * s.max_body_bytes, idle_connection_timeout=s.header_timeout)
+        self.server.add_sockets(self._sockets or tornado.netutil.bind_sockets(s.port, s.host))
+
+    async def stop(self) -> None:
+        """Stop listening, stop the background work, share pending counts, close the clients."""
+        if self.server is not None:
+            self.server.stop()
+        if self._refresh is not None:
+            self._refresh.cancel()
+        self._keepalive.stop()
+        if self.services is not None:
+            await self.services.ratelimit.sync()
+            await self.services.http_client.aclose()
+        if self._db_client is not None:
+            self._db_client.close()
+
+    async def _refresh_catalog(self) -> None:
+        services = self.services
+        while True:
+            await asyncio.sleep(services.catalog.refresh_seconds)
+            try:
+                await services.catalog.reload()
+                await services.upstream.reload()
+            except Exception:
+                log.exception("catalog refresh failed")
 
 
-async def _refresh_catalog(services: Services) -> None:
-    while True:
-        await asyncio.sleep(services.catalog.refresh_seconds)
+async def serve(settings: Settings, sockets: list | None = None) -> None:
+    """Run one gateway process until SIGTERM or SIGINT."""
+    gateway = Gateway(settings, sockets=sockets)
+    try:
+        await gateway.start()
+    except ConnectionFailure as exc:
+        print(f"cheaplm: cannot reach the database at MONGODB_URI ({type(exc).__name__}); "
+              f"is it running and reachable?", file=sys.stderr)
+        raise SystemExit(1) from None
+    except PyMongoError as exc:
+        print(f"cheaplm: the database refused start-up ({type(exc).__name__}): {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    log.info("CheapLM listening on http://%s:%d (upstream %s, pid %d)", settings.host, settings.port,
+             settings.upstream_base_url, os.getpid())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await gateway.stop()
+    log.info("stopped")
+
+
+START_GRACE_SECONDS = 15.0  # a process that exits sooner failed to start, rather than crashed
+
+
+def supervise(processes: int, settings: Settings) -> int:
+    """Fork `processes` gateway processes sharing one listening socket and wait for them.
+
+    One that dies after it started serving is replaced; one that fails during start-up
+    (the same cause would stop every replacement) stops them all with exit status 1.
+    SIGTERM/SIGINT are passed on to every process; returns 0 once all have stopped."""
+    sockets = tornado.netutil.bind_sockets(settings.port, settings.host)
+    started: dict[int, float] = {}  # pid -> when it was forked
+    state = {"stopping": False, "status": 0}
+
+    def spawn() -> None:
+        pid = os.fork()
+        if pid == 0:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_DFL)
+            try:
+                asyncio.run(serve(settings, sockets))
+            except SystemExit as exc:
+                os._exit(exc.code if isinstance(exc.code, int) else 1)
+            os._exit(0)
+        started[pid] = time.monotonic()
+
+    def stop_all(signum=signal.SIGTERM, _frame=None) -> None:
+        state["stopping"] = True
+        for pid in started:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    signal.signal(signal.SIGTERM, stop_all)
+    signal.signal(signal.SIGINT, stop_all)
+    for _ in range(processes):
+        spawn()
+    while started:
         try:
-            await services.catalog.reload()
-            await services.upstream.reload()
-        except Exception:
-            log.exception("catalog refresh failed")
+            pid, wait_status = os.wait()
+        except ChildProcessError:
+            break
+        forked = started.pop(pid, None)
+        code = os.waitstatus_to_exitcode(wait_status)
+        if forked is None or code == 0 or state["stopping"]:
+            continue
+        if time.monotonic() - forked < START_GRACE_SECONDS:
+            log.error("gateway process %d failed during start-up (exit %d); stopping", pid, code)
+            state["status"] = 1
+            stop_all()
+        else:
+            log.error("gateway process %d exited with %d; starting another", pid, code)
+            spawn()
+    return state["status"]
 
 
-async def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="CheapLM gateway (settings come from the environment).")
+    parser.add_argument("--processes", type=int, default=None, help="gateway processes sharing the port "
+                        "(default: PROCESSES, 1); needs a real MongoDB when above 1")
+    args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
+        if args.processes is not None:
+            settings = dataclasses.replace(settings, processes=args.processes)
+            settings.check()
     except ConfigError as exc:
         print(f"cheaplm: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if settings.embedded and not settings.cookie_secret:
         log.warning("COOKIE_SECRET unset: sessions will not survive a restart")
-    server, app = await start(settings)
-    log.info("CheapLM listening on http://%s:%d (upstream %s)", settings.host, settings.port,
-             settings.upstream_base_url)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    server.stop()
-    await app.settings["services"].ratelimit.sync()
-    log.info("stopped")
+    if settings.processes == 1:
+        asyncio.run(serve(settings))
+    else:
+        raise SystemExit(supervise(settings.processes, settings))
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

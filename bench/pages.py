@@ -50,9 +50,10 @@ async def measure(renders: int, keys: int, records: int, active_keys: int | None
     settings = Settings.from_env({"MONGODB_URI": "memory://", "PORT": str(port), "HOST": "127.0.0.1",
                                   "LOG_LEVEL": "WARNING", "COOKIE_SECRET": secrets.token_hex(16)})
     timings = _Timings()
-    server, app = await app_module.start(settings)
-    app.settings["log_function"] = timings
-    services = app.settings["services"]
+    gateway = app_module.Gateway(settings)
+    await gateway.start()
+    gateway.app.settings["log_function"] = timings
+    services = gateway.services
     sizes: dict[str, int] = {}
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers={"Accept": "text/html"},
@@ -74,9 +75,7 @@ async def measure(renders: int, keys: int, records: int, active_keys: int | None
                     assert r.status_code == 200, (path, r.status_code)
                 sizes[path] = len(r.content)
     finally:
-        server.stop()
-        await services.upstream.aclose()
-        app.settings["keepalive"].stop()
+        await gateway.stop()
     rollups = await services.db.usage_daily.count_documents({"user_id": user["_id"]})
     spread = (f"made by {active_keys} of the keys with 2 models" if active_keys
               else "made by every key and model in turn")

@@ -72,6 +72,8 @@ class Settings:
     login_window_seconds: int = _setting(900, "Length of the log-in / sign-up throttle window, in seconds.")
     header_timeout: float = _setting(60.0, "Seconds a client may take to send a request's headers "
                                      "(also how long an idle keep-alive connection stays open).")
+    processes: int = _setting(1, "Gateway processes on this host sharing the port (`--processes N` "
+                              "overrides); above 1 needs a real MongoDB.")
     log_level: str = _setting("INFO", "Python logging level.")
     debug: bool = _setting(False, "Tornado debug mode (autoreload, tracebacks). Never in production.")
 
@@ -83,8 +85,6 @@ class Settings:
     def max_body_bytes(self) -> int:
         return int(self.max_body_mb * 1024 * 1024)
 
-    @classmethod
-    def fields(cls) -> list[dataclasses.Field]:
     @functools.cached_property
     def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         """TRUSTED_PROXIES parsed; raises ConfigError for an entry that is not an address or CIDR."""
@@ -96,6 +96,8 @@ class Settings:
                 raise ConfigError(f"TRUSTED_PROXIES: {entry!r} is not an IP address or CIDR") from None
         return tuple(networks)
 
+    @classmethod
+    def fields(cls) -> list[dataclasses.Field]:
         return list(dataclasses.fields(cls))
 
     @classmethod
@@ -133,12 +135,17 @@ class Settings:
         up = urlparse(self.upstream_base_url)
         if up.scheme not in ("http", "https") or not up.hostname:
             raise ConfigError(f"UPSTREAM_BASE_URL must be an http(s) URL, got {self.upstream_base_url!r}")
-        if bool(self.admin_username) != bool(self.admin_password):
-            raise ConfigError("ADMIN_USERNAME and ADMIN_PASSWORD must be set together")
         if self.admin_api_token and len(self.admin_api_token) < ADMIN_TOKEN_MIN:
             raise ConfigError(f"ADMIN_API_TOKEN must be at least {ADMIN_TOKEN_MIN} characters (generate one: "
                               f"python3 -c \"import secrets; print(secrets.token_urlsafe(32))\")")
         self.trusted_networks  # raises ConfigError for a bad entry
+        if bool(self.admin_username) != bool(self.admin_password):
+            raise ConfigError("ADMIN_USERNAME and ADMIN_PASSWORD must be set together")
+        if self.processes < 1:
+            raise ConfigError(f"PROCESSES must be at least 1, got {self.processes}")
+        if self.processes > 1 and self.embedded:
+            raise ConfigError("several processes need a shared database: set MONGODB_URI=mongodb://… "
+                              "(memory:// lives inside one process)")
         if not 0 < self.port < 65536:
             raise ConfigError(f"PORT out of range: {self.port}")
 

@@ -140,14 +140,13 @@ class LiveGateway:
                    "admin_api_token": ADMIN_TOKEN, "cookie_secret": "test-cookie-secret-0123456789",
                    **self.overrides}
         settings = Settings.from_env({}, **options)
-        self.server, self.app = await app_module.start(settings)
-        self.services = self.app.settings["services"]
+        self.gateway = app_module.Gateway(settings)
+        await self.gateway.start()
+        self.app, self.services = self.gateway.app, self.gateway.services
         self.url = f"http://127.0.0.1:{port}"
 
     async def _stop(self) -> None:
-        self.app.settings["keepalive"].stop()
-        self.server.stop()
-        await self.services.upstream.aclose()
+        await self.gateway.stop()
         await self.fake.stop()
 
     def stop(self) -> None:

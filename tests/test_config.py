@@ -45,3 +45,20 @@ def test_readme_documents_every_setting():
     readme = (ROOT / "README.md").read_text()
     missing = [Settings.env_name(f) for f in Settings.fields() if f"`{Settings.env_name(f)}`" not in readme]
     assert missing == []
+
+
+def test_several_processes_need_a_real_database():
+    """`python app.py --processes 2` on the embedded store exits 2 with one line saying why."""
+    proc = subprocess.run([sys.executable, "app.py", "--processes", "2"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=30, env={"PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "MONGODB_URI" in proc.stderr
+
+
+def test_start_up_without_a_reachable_database_is_one_line():
+    """A MONGODB_URI nobody answers at stops start-up with exit 1 and one line, no traceback."""
+    env = {"PATH": "/usr/bin:/bin", "MONGODB_URI": "mongodb://127.0.0.1:9/?serverSelectionTimeoutMS=300",
+           "COOKIE_SECRET": "0123456789abcdef0123"}
+    proc = subprocess.run([sys.executable, "app.py"], cwd=ROOT, capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr and "cannot reach the database" in proc.stderr

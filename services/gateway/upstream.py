@@ -129,11 +129,13 @@ class UpstreamService:
 
     async def reload(self) -> None:
         docs = await self.db.upstreams.find({"enabled": {"$ne": False}}).sort("priority", 1).to_list(None)
-        if docs:
-            d = docs[0]
-            allow = d.get("beta_allowlist")
-            self._current = Upstream(d["_id"], d["base_url"].rstrip("/"), d.get("api_key", ""),
-                                     tuple(allow) if allow is not None else None)
+        if not docs:  # every upstream disabled: calls fail with "No upstream is configured."
+            self._current = None
+            return
+        d = docs[0]
+        allow = d.get("beta_allowlist")
+        self._current = Upstream(d["_id"], d["base_url"].rstrip("/"), d.get("api_key", ""),
+                                 tuple(allow) if allow is not None else None)
 
     def pick(self) -> Upstream:
         if self._current is None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
 from services.config import Settings
 
@@ -23,6 +23,7 @@ __all__ = ["connect", "ensure_indexes", "ReturnDocument", "DuplicateKeyError", "
            "ASCENDING", "DESCENDING", "AFTER"]
 
 AFTER = ReturnDocument.AFTER
+NOT_IMPLEMENTED = 238  # the server error code for an option it does not support
 
 
 def connect(settings: Settings):
@@ -72,7 +73,20 @@ async def ensure_indexes(db) -> None:
     await db.topup_codes.create_index("code_hash", unique=True)
     await db.login_attempts.create_index("key", unique=True)
     # Throttle windows last minutes; a day later MongoDB deletes the document itself.
-    await db.login_attempts.create_index("window_start", expireAfterSeconds=86400)
-    await db.rate_limits.create_index("expires_at", expireAfterSeconds=0)
+    await _ttl_index(db.login_attempts, "window_start", 86400)
+    await _ttl_index(db.rate_limits, "expires_at", 0)
     await db.sessions.create_index("user_id")
-    await db.sessions.create_index("expires_at", expireAfterSeconds=0)
+    await _ttl_index(db.sessions, "expires_at", 0)
+
+
+async def _ttl_index(collection, field: str, seconds: int) -> None:
+    """A TTL index: the server deletes each document `seconds` after its `field`. Readers
+    never rely on the deletion (they compare times themselves; MongoDB deletes about once a
+    minute), so a server without TTL indexes (FerretDB 1.x) only keeps old documents longer."""
+    try:
+        await collection.create_index(field, expireAfterSeconds=seconds)
+    except OperationFailure as exc:
+        if exc.code != NOT_IMPLEMENTED:
+            raise
+        log.warning("this server has no TTL indexes: expired %s documents stay until deleted", collection.name)
+        await collection.create_index(field)
