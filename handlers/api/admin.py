@@ -9,7 +9,10 @@ import hmac
 
 from handlers.base import ApiHandler
 from services.core.errors import AuthenticationFailed, InvalidRequest
+from services.billing.credits import parse_amount
 from services.core.money import to_credits, to_micro
+
+REASON_MAX = 500
 
 
 def key_json(doc: dict, spent: int | None = None) -> dict:
@@ -55,9 +58,12 @@ class UsersAdminApiHandler(AdminApiHandler):
     async def post(self) -> None:
         body = self.json_body()
         s = self.services
+        credits = body.get("credits")
+        if credits not in (None, 0, "0") and parse_amount(credits, param="credits") < 0:  # before the user exists
+            raise InvalidRequest("credits: must not be negative", param="credits")
         user = await s.users.create(body.get("username"), body.get("password"), email=body.get("email"))
-        if body.get("credits") not in (None, 0, "0"):
-            await s.billing.adjust(user["_id"], body["credits"], kind="adjustment", note="initial credits")
+        if credits not in (None, 0, "0"):
+            await s.billing.adjust(user["_id"], credits, kind="adjustment", note="initial credits")
         self.write_json(await self.user_with_keys(user), status=201)
 
 
@@ -79,8 +85,9 @@ class UserCreditsAdminApiHandler(AdminApiHandler):
     async def post(self, username: str) -> None:
         body = self.json_body()
         reason = body.get("reason")
-        if not isinstance(reason, str) or not reason.strip():
-            raise InvalidRequest("reason: a short text saying why is required", param="reason")
+        if not isinstance(reason, str) or not reason.strip() or len(reason) > REASON_MAX:
+            raise InvalidRequest(f"reason: a short text (at most {REASON_MAX} characters) saying why is required",
+                                 param="reason")
         user = await self.services.users.by_username(username)
         credits = await self.services.billing.adjust(user["_id"], body.get("amount"), note=reason.strip())
         self.write_json({"username": user["username"], "credits": to_credits(credits)})

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 import secrets
 import string
 import time
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from services.core.clock import as_utc, utcnow
 from services.core.errors import AuthenticationFailed, Conflict, InvalidRequest, NotFound, PermissionDenied
 from services.core.ids import as_object_id
-from services.core.money import to_micro
+from services.core.money import to_micro_checked
 from services.core.types import Principal
 from services.store.db import AFTER
 
@@ -23,6 +24,10 @@ KEY_NAME_MAX = 64
 MISSING_KEY = "Missing API key. Provide via x-api-key header or Authorization: Bearer."
 INVALID_KEY = "Invalid API key."
 LAST_USED_EVERY = 60.0  # seconds between last_used_at writes per key (per process)
+# Documented maxima of a key's limits (README, management API).
+MAX_CREDIT_CAP = 1_000_000_000  # credits
+MAX_RPM = 1_000_000
+MAX_ALLOWED_MODELS, MODEL_ID_MAX = 100, 128
 
 
 def new_key() -> str:
@@ -203,33 +208,65 @@ class KeyService:
 
     @staticmethod
     def _limits(credit_cap=None, expires_at=None, allowed_models=None, rpm=None) -> dict:
-        """Validate optional per-key limits into document fields (None clears a limit)."""
+        """Validate optional per-key limits (as JSON or a form sends them) into document
+        fields; None or "" clears a limit. Raises InvalidRequest naming the field for a
+        wrong type or a value outside the documented range."""
         out: dict = {"credit_cap": None, "expires_at": None, "allowed_models": [], "rpm": 0}
         if rpm not in (None, ""):
-            try:
-                out["rpm"] = int(rpm)
-            except (TypeError, ValueError):
-                raise InvalidRequest("Requests per minute must be a whole number.", param="rpm") from None
-            if out["rpm"] < 0:
-                raise InvalidRequest("Requests per minute must not be negative.", param="rpm")
+            out["rpm"] = _whole_number(rpm, MAX_RPM, "Requests per minute", "rpm")
         if credit_cap not in (None, ""):
             try:
-                out["credit_cap"] = to_micro(credit_cap)
+                out["credit_cap"] = to_micro_checked(credit_cap, limit=MAX_CREDIT_CAP)
             except ValueError:
-                raise InvalidRequest("Credit cap must be a number.", param="credit_cap") from None
+                raise InvalidRequest(f"Credit cap must be a number of credits up to {MAX_CREDIT_CAP:,}.",
+                                     param="credit_cap") from None
             if out["credit_cap"] <= 0:
                 raise InvalidRequest("Credit cap must be positive.", param="credit_cap")
         if expires_at not in (None, ""):
-            if isinstance(expires_at, str):
-                try:
-                    expires_at = dt.datetime.fromisoformat(expires_at)
-                except ValueError:
-                    raise InvalidRequest("Expiry must be a date (YYYY-MM-DD).", param="expires_at") from None
-            if isinstance(expires_at, dt.date) and not isinstance(expires_at, dt.datetime):
-                expires_at = dt.datetime.combine(expires_at, dt.time())
-            out["expires_at"] = as_utc(expires_at)
-        if allowed_models:
-            if isinstance(allowed_models, str):
-                allowed_models = [m.strip() for m in allowed_models.split(",")]
-            out["allowed_models"] = [m for m in allowed_models if isinstance(m, str) and m]
+            out["expires_at"] = _expiry(expires_at)
+        if allowed_models not in (None, "", []):
+            out["allowed_models"] = _model_ids(allowed_models)
         return out
+
+
+def _whole_number(value: object, maximum: int, label: str, param: str) -> int:
+    """An integer 0…maximum from JSON (int, integral float) or a form (digits)."""
+    if isinstance(value, str) and re.fullmatch(r"\s*[0-9]{1,18}\s*", value):
+        value = int(value)
+    elif isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
+        raise InvalidRequest(f"{label} must be a whole number from 0 to {maximum:,}.", param=param)
+    return value
+
+
+def _expiry(value: object) -> dt.datetime:
+    """An expiry time from an ISO 8601 date or time (text) or a datetime/date."""
+    problem = "Expiry must be a date (YYYY-MM-DD) or an ISO 8601 time, in the years 2000–9999."
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value.strip()[:64])
+        except ValueError:
+            raise InvalidRequest(problem, param="expires_at") from None
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        value = dt.datetime.combine(value, dt.time())
+    if not isinstance(value, dt.datetime):
+        raise InvalidRequest(problem, param="expires_at")
+    try:
+        value = as_utc(value)
+    except OverflowError:  # an offset that moves it outside the datetime range
+        raise InvalidRequest(problem, param="expires_at") from None
+    if not 2000 <= value.year <= 9999:
+        raise InvalidRequest(problem, param="expires_at")
+    return value
+
+
+def _model_ids(value: object) -> list[str]:
+    """Model ids from a list of strings or comma-separated text."""
+    if isinstance(value, str):
+        value = [m.strip() for m in value.split(",") if m.strip()]
+    if (not isinstance(value, (list, tuple)) or len(value) > MAX_ALLOWED_MODELS
+            or not all(isinstance(m, str) and 0 < len(m) <= MODEL_ID_MAX for m in value)):
+        raise InvalidRequest(f"allowed_models must be a list of at most {MAX_ALLOWED_MODELS} model ids.",
+                             param="allowed_models")
+    return list(value)

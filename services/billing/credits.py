@@ -21,21 +21,40 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from bson import ObjectId
+
 from services.accounts.keys import KeyService
 from services.billing.usage import UsageService
 from services.core.clock import utcnow
 from services.core.errors import Conflict, InsufficientCredits, InvalidRequest, NotFound, PermissionDenied
 from services.core.ids import as_object_id
-from services.core.money import cost_micro, fmt_credits, to_micro
+from services.core.money import MICRO, cost_micro, fmt_credits, to_micro_checked
 from services.core.types import Model, Principal
-from services.store.db import AFTER
+from services.store.db import AFTER, DuplicateKeyError, PyMongoError
 
 if TYPE_CHECKING:
     from services.gateway.relay import CallRecord
 
 log = logging.getLogger(__name__)
 
+# The most credits one account may hold, and one adjustment may move (documented in the
+# README); far inside MongoDB's 64-bit integers, counted in micro-credits.
+MAX_CREDITS = 1_000_000_000
+
 LOW_BALANCE = "Insufficient balance. Please top up your account."
+
+
+def parse_amount(value: object, *, param: str = "amount") -> int:
+    """Credits from untrusted input (JSON number or numeric text) → non-zero micro-credits.
+    Raises InvalidRequest naming `param`."""
+    try:
+        amount = to_micro_checked(value, limit=MAX_CREDITS)
+    except ValueError:
+        raise InvalidRequest(f"{param} must be a number of credits from -{MAX_CREDITS:,} to {MAX_CREDITS:,}.",
+                             param=param) from None
+    if amount == 0:
+        raise InvalidRequest(f"{param} must not be zero.", param=param)
+    return amount
 
 
 @dataclass
@@ -167,31 +186,74 @@ class BillingService:
 
     async def adjust(self, user_id, amount_credits, *, kind: str = "adjustment", note: str = "",
                      ref: str | None = None) -> int:
-        """Add (or, negative, remove) credits; returns the new credits (micro). Atomic.
+        """Add (or, negative, remove) credits and write the ledger entry; returns the new
+        credits (micro). The balance moves in one conditional update that also stores the
+        ledger entry in the user document (`moves`); the entry is then copied to the ledger
+        and taken out of `moves`. If that copy fails (or the process dies first), the entry
+        waits in `moves` and `repair_ledger` writes it later, so the movement and its entry
+        never come apart.
 
-        Raises InvalidRequest for a non-numeric amount, Conflict if a removal would take the
-        available balance below zero, NotFound for an unknown user.
+        Raises InvalidRequest for an amount that is not a number, is zero or is beyond
+        MAX_CREDITS, Conflict if a removal would take the available balance below zero or
+        an addition the credits above MAX_CREDITS, NotFound for an unknown user.
         """
-        try:
-            amount = to_micro(amount_credits)
-        except (ValueError, TypeError):
-            raise InvalidRequest("amount must be a number of credits.", param="amount") from None
-        if amount == 0:
-            raise InvalidRequest("amount must not be zero.", param="amount")
-        query: dict = {"_id": as_object_id(user_id)}
+        amount = parse_amount(amount_credits)
+        uid = as_object_id(user_id)
+        entry = {"_id": ObjectId(), "user_id": uid, "kind": kind, "amount": amount, "note": note,
+                 "ref": ref, "created_at": utcnow()}
+        query: dict = {"_id": uid}
         if amount < 0:
             query["balance"] = {"$gte": -amount}
+        else:
+            query["balance"] = {"$lte": MAX_CREDITS * MICRO - amount}
         user = await self.db.users.find_one_and_update(
-            query, {"$inc": {"balance": amount}}, projection={"balance": 1, "held": 1}, return_document=AFTER)
+            query, {"$inc": {"balance": amount}, "$push": {"moves": entry}}, return_document=AFTER)
         if user is None:
-            if not await self.db.users.find_one({"_id": as_object_id(user_id)}, {"_id": 1}):
+            if not await self.db.users.find_one({"_id": uid}, {"_id": 1}):
                 raise NotFound("No such user.")
-            raise Conflict("Removing that many credits would make the balance negative.", param="amount")
+            if amount < 0:
+                raise Conflict("Removing that many credits would make the balance negative.", param="amount")
+            raise Conflict(f"Adding that many credits would take the balance above {MAX_CREDITS:,}.",
+                           param="amount")
         credits = user["balance"] + user["held"]
-        await self.db.ledger.insert_one({"user_id": as_object_id(user_id), "kind": kind, "amount": amount,
-                                         "balance_after": credits, "note": note, "ref": ref,
-                                         "created_at": utcnow()})
+        try:
+            await self._record_move(uid, {**entry, "balance_after": credits})
+        except PyMongoError:
+            # The credits moved and the entry is safe in the user document: answer the
+            # movement, and let repair_ledger write the entry.
+            log.exception("ledger entry %s for user %s left for repair", entry["_id"], uid)
         return credits
+
+    async def _record_move(self, user_id, entry: dict) -> None:
+        """Copy one entry of a user's `moves` into the ledger (at most once: the entry keeps
+        its id) and take it out of `moves`."""
+        try:
+            await self.db.ledger.insert_one(dict(entry))
+        except DuplicateKeyError:
+            if not await self.db.ledger.find_one({"_id": entry["_id"]}, {"_id": 1}):
+                raise  # another unique index refused it: not written, leave it for repair
+        await self.db.users.update_one({"_id": user_id}, {"$pull": {"moves": {"_id": entry["_id"]}}})
+
+    async def repair_ledger(self, user_id=None) -> int:
+        """Write every ledger entry still waiting in a user document (for one user, or for
+        all); returns how many were written. A repaired entry's `balance_after` is the
+        credits at repair time (marked `repaired`): the exact figure was lost with the write."""
+        query: dict = {"moves.0": {"$exists": True}}
+        if user_id is not None:
+            query["_id"] = as_object_id(user_id)
+        repaired = 0
+        for user in await self.db.users.find(query, {"moves": 1, "balance": 1, "held": 1}).to_list(None):
+            for entry in user["moves"]:
+                try:
+                    await self._record_move(user["_id"], {"balance_after": user["balance"] + user["held"],
+                                                          "repaired": True, **entry})
+                except PyMongoError:
+                    log.exception("ledger entry %s still cannot be written", entry.get("_id"))
+                    continue
+                repaired += 1
+        if repaired:
+            log.warning("wrote %d ledger entries left behind by failed writes", repaired)
+        return repaired
 
     async def credits(self, user_id) -> int:
         """The user's credits (balance + held), in micro-credits."""
@@ -201,7 +263,9 @@ class BillingService:
         return user["balance"] + user["held"]
 
     async def ledger(self, user_id, *, limit: int = 50, skip: int = 0) -> list[dict]:
-        """The user's credit movements, newest first (ties in time broken by insertion order)."""
+        """The user's credit movements, newest first (ties in time broken by insertion order),
+        after writing any of theirs still waiting (see `adjust`)."""
+        await self.repair_ledger(user_id)
         cursor = self.db.ledger.find({"user_id": as_object_id(user_id)}, {"_id": 0})
         cursor = cursor.sort([("created_at", -1), ("_id", -1)]).skip(skip).limit(limit)
         return await cursor.to_list(limit)

@@ -14,7 +14,7 @@ from decimal import Decimal
 from services.core.clock import utcnow
 from services.core.errors import InvalidRequest
 from services.core.ids import as_object_id
-from services.core.money import MICRO, to_micro
+from services.core.money import MICRO, to_micro_checked
 from services.store.db import AFTER
 
 # 32 symbols without 0/O and 1/I, so a code read aloud or retyped survives; 16 of them are
@@ -25,6 +25,7 @@ CODE_RE = re.compile(rf"^{CODE_PREFIX}[{CODE_ALPHABET}]{{{CODE_GROUPS * GROUP_LE
 MAX_BATCH = 1000
 MAX_CODE_CREDITS = 1_000_000
 NOTE_MAX = 200
+UNUSABLE_CODE = "This code is unknown or has already been redeemed. Check it and try again."
 
 
 def new_code() -> str:
@@ -62,9 +63,10 @@ class TopupService:
         Raises InvalidRequest for a non-positive or too large amount, a bad count or note.
         """
         try:
-            amount = to_micro(credits)
-        except (ValueError, TypeError):
-            raise InvalidRequest("credits: must be a number of credits.", param="credits") from None
+            amount = to_micro_checked(credits, limit=MAX_CODE_CREDITS)
+        except ValueError:
+            raise InvalidRequest(f"credits: must be a number above 0 and at most {MAX_CODE_CREDITS}.",
+                                 param="credits") from None
         if not 0 < amount <= MAX_CODE_CREDITS * MICRO:
             raise InvalidRequest(f"credits: must be above 0 and at most {MAX_CODE_CREDITS}.", param="credits")
         if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_BATCH:
@@ -87,8 +89,8 @@ class TopupService:
 
         Returns (micro-credits added, the user's credits afterwards). Atomic: the code is
         claimed with one conditional update before the balance moves, so two concurrent
-        redemptions of the same code credit it once. Raises InvalidRequest for a malformed,
-        unknown or already used code.
+        redemptions of the same code credit it once. Raises InvalidRequest for a malformed
+        code, and UNUSABLE_CODE alike for an unknown or already used one.
         """
         canonical = canonical_code(raw_code)
         if canonical is None:
@@ -99,9 +101,9 @@ class TopupService:
             {"code_hash": digest, "redeemed_at": None},
             {"$set": {"redeemed_by": uid, "redeemed_at": utcnow()}}, return_document=AFTER)
         if code is None:
-            if await self.db.topup_codes.find_one({"code_hash": digest}, {"_id": 1}):
-                raise InvalidRequest("This code has already been redeemed.", param="code")
-            raise InvalidRequest("Unknown top-up code. Check it and try again.", param="code")
+            # One answer for unknown and used codes: telling them apart would confirm which
+            # guessed or leaked codes exist.
+            raise InvalidRequest(UNUSABLE_CODE, param="code")
         amount = code["amount"]
         try:
             credits = await self.billing.adjust(uid, Decimal(amount) / MICRO, kind="topup",

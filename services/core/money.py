@@ -20,6 +20,23 @@ def to_micro(credits: float | int | str | Decimal) -> int:
     return int((value * MICRO).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
+def to_micro_checked(credits: object, *, limit: int) -> int:
+    """`to_micro` for untrusted input: a number (int, float, Decimal or numeric text — not a
+    bool, list or anything else) of at most `limit` credits either way.
+
+    Raises ValueError otherwise, before any arithmetic that could overflow.
+    """
+    if isinstance(credits, bool) or not isinstance(credits, (int, float, str, Decimal)):
+        raise ValueError(f"not a number: {type(credits).__name__}")
+    try:
+        value = Decimal(credits.strip() if isinstance(credits, str) else str(credits))
+    except (InvalidOperation, ValueError):
+        raise ValueError(f"not a number: {credits!r}") from None
+    if not value.is_finite() or value.copy_abs() > limit:  # copy_abs: no rounding, so no overflow
+        raise ValueError(f"not a finite number up to {limit}: {credits!r}")
+    return to_micro(value)
+
+
 def to_credits(micro: int) -> float:
     """Micro-credits → credits for JSON output (exact to 6 decimals)."""
     return micro / MICRO

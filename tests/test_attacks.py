@@ -1,0 +1,276 @@
+"""Attacks from the hostile review, tried through HTTP against the live gateway: each answers a
+clear error in the documented shape, never a 500, and moves no money it should not."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.core.money import to_micro
+from tests.test_pages import PASSWORD, Site, inline_error, signed_in
+
+ROOT = Path(__file__).resolve().parent.parent
+WRONG = "wrong-pass-1"
+
+
+def site_at(gw, address: str) -> Site:
+    """A browser whose connections come from `address` (any 127.x.y.z reaches the gateway)."""
+    site = Site(gw)
+    site.http = httpx.Client(base_url=gw.url, headers={"Accept": "text/html"}, follow_redirects=False, timeout=30,
+                             transport=httpx.HTTPTransport(local_address=address))
+    return site
+
+
+def admin_error(r: httpx.Response, status: int, param: str) -> str:
+    """Assert the management API's documented error shape; return the message."""
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert r.json()["type"] == "error" and error["type"] == "invalid_request_error"
+    assert error["param"] == param and error["message"]
+    return error["message"]
+
+
+def ledger_rows(gw, username: str) -> list[dict]:
+    return gw.run(gw.services.db.ledger.find(
+        {"user_id": gw.run(gw.services.users.by_username(username))["_id"]}).to_list(None))
+
+
+# ---------------------------------------------------------------- 2: parallel guesses
+
+def test_parallel_guesses_are_checked_at_most_up_to_the_limit(gateway):
+    """100 simultaneous log-ins for one account from one address (99 wrong passwords and the
+    right one): at most LOGIN_MAX_PER_ACCOUNT_ADDRESS of them reach the password check; the
+    others get 429 with Retry-After; none is a 500."""
+    username = gateway.create_user(0)
+    site = Site(gateway)
+    xsrf = site.xsrf()
+    passwords = [WRONG] * 49 + [PASSWORD] + [WRONG] * 50
+
+    async def storm() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=gateway.url, cookies={"_xsrf": xsrf}, timeout=60,
+                                     limits=httpx.Limits(max_connections=100)) as client:
+            return await asyncio.gather(*(client.post("/login", data={"_xsrf": xsrf, "username": username,
+                                                                      "password": p}) for p in passwords))
+    responses = asyncio.run(storm())
+    statuses = [r.status_code for r in responses]
+    checked = statuses.count(400) + statuses.count(302)
+    assert set(statuses) <= {302, 400, 429}
+    assert checked <= gateway.services.settings.login_max_per_account_address == 5, statuses
+    assert all(int(r.headers["Retry-After"]) > 0 and "Too many failed log-ins" in r.text
+               for r in responses if r.status_code == 429)
+
+
+def test_parallel_guesses_at_the_current_password_are_checked_at_most_up_to_the_limit(gateway):
+    """The password-change form reserves its attempt before checking the current password too."""
+    site = signed_in(gateway)
+    xsrf = site.xsrf()
+    form = {"_xsrf": xsrf, "action": "password", "new_password": "good-pass-12", "confirm": "good-pass-12"}
+
+    async def storm() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=gateway.url, cookies=dict(site.http.cookies), timeout=60,
+                                     limits=httpx.Limits(max_connections=50)) as client:
+            return await asyncio.gather(*(client.post("/account", data={**form, "current_password": f"guess-{i}-x1"})
+                                          for i in range(50)))
+    statuses = [r.status_code for r in asyncio.run(storm())]
+    assert set(statuses) <= {400, 429} and statuses.count(400) <= 5, statuses
+    # The password did not change (checked from another address: this one is locked for the account).
+    assert site_at(gateway, "127.0.0.4").login(site.username).status_code == 302
+
+
+# ---------------------------------------------------------------- 3: lock-out
+
+def test_guesses_from_one_address_do_not_lock_the_owner_out(gateway):
+    """After ten wrong guesses from one address (the first five checked, then 429 there), the
+    right password from another address still logs in."""
+    username = gateway.create_user(0)
+    attacker = site_at(gateway, "127.0.0.2")
+    statuses = [attacker.login(username, WRONG).status_code for _ in range(10)]
+    assert statuses == [400] * 5 + [429] * 5
+    assert attacker.login(username).status_code == 429  # that address stays locked for the account
+    owner = site_at(gateway, "127.0.0.3")
+    r = owner.login(username)
+    assert r.status_code == 302 and owner.get("/dashboard").status_code == 200
+
+
+# ---------------------------------------------------------------- 4: X-Forwarded-For
+
+def test_spoofed_forwarded_for_does_not_multiply_signups(gateway_factory):
+    """From a peer that is not a trusted proxy, a different X-Forwarded-For on every sign-up
+    changes nothing: the fourth sign-up from the address gets 429, and only three users got
+    SIGNUP_CREDITS."""
+    gw = gateway_factory(signup_max_per_ip=3, signup_credits=1)
+    statuses = []
+    for i in range(5):
+        site = Site(gw)
+        site.http.headers.update({"X-Forwarded-For": f"198.51.100.{i}", "X-Real-Ip": f"198.51.100.{i}"})
+        statuses.append(site.signup(f"spoof{i}").status_code)
+    assert statuses == [302, 302, 302, 429, 429]
+    granted = gw.run(gw.services.db.ledger.count_documents({"kind": "signup"}))
+    assert gw.run(gw.services.db.users.count_documents({})) == 3 and granted == 3
+
+
+def test_forwarded_for_is_believed_only_from_trusted_proxies(gateway_factory):
+    """Behind a trusted proxy the client is the nearest untrusted X-Forwarded-For hop: two
+    clients count apart, and a hop the client itself wrote in front is ignored."""
+    gw = gateway_factory(signup_max_per_ip=2, trusted_proxies="127.0.0.1/32, 10.0.0.0/8")
+
+    def signup(name: str, forwarded: str) -> int:
+        site = Site(gw)
+        site.http.headers["X-Forwarded-For"] = forwarded
+        return site.signup(name).status_code
+    # The client 203.0.113.7 writes a fresh fake address in front each time; our proxies
+    # (10.0.0.5, then the peer itself) append what they saw.
+    assert [signup(f"prox{i}", f"192.0.2.{i}, 203.0.113.7, 10.0.0.5") for i in range(3)] == [302, 302, 429]
+    assert signup("other", "203.0.113.8") == 302
+
+
+# ---------------------------------------------------------------- 9: numeric edges
+
+def test_huge_credit_cap_on_the_keys_form_is_a_clear_400(gateway):
+    """credit_cap=1e27 on the keys page is refused inline with the documented maximum; no key is made."""
+    site = signed_in(gateway)
+    r = site.post("/keys", {"name": "big", "credit_cap": "1e27"})
+    assert r.status_code == 400 and "1,000,000,000" in inline_error(r.text, "credit_cap")
+    assert gateway.run(gateway.services.db.api_keys.count_documents({})) == 0
+
+
+def test_huge_admin_credit_amount_is_refused_and_nothing_moves(gateway):
+    """amount 10,000,000,000,000 is a 400 naming `amount`; the balance and ledger stay as they
+    were and the user's API calls keep working."""
+    username, key = gateway.user_with_key(5)
+    before, ledger_before = gateway.micro_balance(username), len(ledger_rows(gateway, username))
+    for amount in (10_000_000_000_000, -10_000_000_000_000, 1e27, "1e999999999", "NaN", True, [5], {"x": 1}):
+        r = gateway.admin.post(f"/admin/api/users/{username}/credits", json={"amount": amount, "reason": "x"})
+        assert "1,000,000,000" in admin_error(r, 400, "amount") or amount in ("NaN", True, [5], {"x": 1})
+    assert gateway.micro_balance(username) == before and len(ledger_rows(gateway, username)) == ledger_before
+    r = httpx.post(gateway.url + "/v1/messages", headers={"x-api-key": key, "anthropic-version": "2023-06-01"},
+                   json={"model": "claude-sonnet-4", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 200, r.text
+
+
+def test_balance_cannot_pass_the_documented_maximum(gateway):
+    """Credits up to 1,000,000,000 are accepted; one more is a 409 and nothing moves."""
+    username = gateway.create_user(0)
+    r = gateway.admin.post(f"/admin/api/users/{username}/credits", json={"amount": 1_000_000_000, "reason": "max"})
+    assert r.status_code == 200 and r.json()["credits"] == 1_000_000_000
+    r = gateway.admin.post(f"/admin/api/users/{username}/credits", json={"amount": 1, "reason": "over"})
+    assert r.status_code == 409 and r.json()["error"]["param"] == "amount"
+    assert gateway.micro_balance(username) == (to_micro(1_000_000_000), 0)
+    assert [e["amount"] for e in ledger_rows(gateway, username)] == [to_micro(1_000_000_000)]
+
+
+@pytest.mark.parametrize("limits, param", [
+    ({"rpm": 10 ** 30}, "rpm"), ({"rpm": -1}, "rpm"), ({"rpm": True}, "rpm"), ({"rpm": 2.5}, "rpm"),
+    ({"rpm": "lots"}, "rpm"),
+    ({"expires_at": 5}, "expires_at"), ({"expires_at": "soon"}, "expires_at"),
+    ({"expires_at": "0001-01-01T00:00:00+01:00"}, "expires_at"), ({"expires_at": [2030]}, "expires_at"),
+    ({"allowed_models": 5}, "allowed_models"), ({"allowed_models": [5]}, "allowed_models"),
+    ({"allowed_models": {"a": 1}}, "allowed_models"), ({"allowed_models": ["m"] * 101}, "allowed_models"),
+    ({"credit_cap": 1e27}, "credit_cap"), ({"credit_cap": "1e999999999"}, "credit_cap"),
+    ({"credit_cap": True}, "credit_cap"), ({"credit_cap": -1}, "credit_cap"), ({"credit_cap": [1]}, "credit_cap"),
+], ids=lambda v: repr(v)[:40])
+def test_bad_key_limits_are_clear_400s(gateway, limits, param):
+    """Every wrongly typed or out-of-range key limit is a 400 naming the field; no key is made."""
+    username = gateway.create_user(1)
+    r = gateway.admin.post(f"/admin/api/users/{username}/keys", json={"name": "k", **limits})
+    admin_error(r, 400, param)
+    assert gateway.user(username)["keys"] == []
+
+
+@pytest.mark.parametrize("path, body, param", [
+    ("/admin/api/users", {"username": "rich", "password": "passw0rd!", "credits": 1e27}, "credits"),
+    ("/admin/api/users", {"username": "minus", "password": "passw0rd!", "credits": -5}, "credits"),
+    ("/admin/api/topup-codes", {"credits": 1e27}, "credits"),
+    ("/admin/api/topup-codes", {"credits": "Infinity"}, "credits"),
+], ids=["user-credits-huge", "user-credits-negative", "code-credits-huge", "code-credits-inf"])
+def test_other_admin_amounts_are_clear_400s(gateway, path, body, param):
+    """Amounts when creating users and top-up codes are checked first: a 400, and nothing made."""
+    admin_error(gateway.admin.post(path, json=body), 400, param)
+    assert gateway.run(gateway.services.db.users.count_documents({})) == 0
+    assert gateway.run(gateway.services.db.topup_codes.count_documents({})) == 0
+
+
+def test_a_failed_ledger_write_is_repaired_and_never_loses_the_entry(gateway):
+    """If the ledger refuses the entry of a credit movement (here a unique index on `note`
+    that the entry breaks), the credits still move and the answer is 200; once the ledger
+    accepts writes again, reading the ledger writes the entry: balance and ledger agree."""
+    site = signed_in(gateway)
+    db = gateway.services.db
+    gateway.run(db.ledger.create_index("note", unique=True))
+    gateway.run(db.ledger.insert_one({"user_id": None, "kind": "adjustment", "amount": 0, "note": "refund #7"}))
+    r = gateway.admin.post(f"/admin/api/users/{site.username}/credits", json={"amount": 4.5, "reason": "refund #7"})
+    assert r.status_code == 200 and r.json()["credits"] == 4.5
+    assert gateway.micro_balance(site.username) == (4_500_000, 0) and ledger_rows(gateway, site.username) == []
+    gateway.run(db.ledger.drop_index("note_1"))
+    page = site.get("/topup")
+    assert page.status_code == 200 and "refund #7" in page.text
+    rows = ledger_rows(gateway, site.username)
+    assert [(e["amount"], e["balance_after"]) for e in rows] == [(4_500_000, 4_500_000)]
+    assert sum(e["amount"] for e in rows) == sum(gateway.micro_balance(site.username))
+    site.get("/topup")  # repairing again writes nothing twice
+    assert len(ledger_rows(gateway, site.username)) == 1
+
+
+# ---------------------------------------------------------------- 10: sessions
+
+def test_a_copied_session_cookie_opens_nothing_after_log_out(gateway):
+    """Log-out ends the session on the server: a copy of the cookie taken before is signed out."""
+    site = signed_in(gateway)
+    stolen = site.http.cookies["cheaplm_session"]
+    assert site.post("/logout").status_code == 302
+    thief = Site(gateway)
+    thief.http.cookies.set("cheaplm_session", stolen, domain="127.0.0.1")
+    r = thief.get("/dashboard")
+    assert r.status_code == 302 and r.headers["location"].startswith("/login")
+
+
+def test_log_out_everywhere_ends_every_session(gateway):
+    """"Log out everywhere" on the account page signs out this browser and every other one."""
+    site = signed_in(gateway)
+    other = Site(gateway)
+    assert other.login(site.username).status_code == 302 and other.get("/dashboard").status_code == 200
+    assert "Log out everywhere" in site.get("/account").text
+    r = site.post("/account", {"action": "logout_everywhere"})
+    assert r.status_code == 302
+    assert site.get("/dashboard").status_code == 302 and other.get("/dashboard").status_code == 302
+    assert Site(gateway).login(site.username).status_code == 302  # the account itself is fine
+
+
+# ---------------------------------------------------------------- 12: smaller points
+
+def test_short_admin_token_stops_start_up(tmp_path):
+    """`python app.py` with ADMIN_API_TOKEN shorter than 32 characters exits 2 with one line saying how to make one."""
+    proc = subprocess.run([sys.executable, "app.py"], cwd=ROOT, capture_output=True, text=True, timeout=30,
+                          env={"ADMIN_API_TOKEN": "change-me", "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
+    assert "ADMIN_API_TOKEN" in proc.stderr and "32" in proc.stderr and "secrets.token_urlsafe" in proc.stderr
+
+
+def test_unknown_and_used_top_up_codes_get_the_same_answer(gateway):
+    """A code that was never made and one already redeemed are refused identically."""
+    site = signed_in(gateway)
+    code = gateway.admin.post("/admin/api/topup-codes", json={"credits": 1}).json()["codes"][0]
+    assert site.post("/topup", {"code": code}).status_code == 302
+    used = site.post("/topup", {"code": code})
+    unknown = site.post("/topup", {"code": "CLM-AAAA-AAAA-AAAA-AAAA"})
+    assert used.status_code == unknown.status_code == 400
+    assert inline_error(used.text, "code") == inline_error(unknown.text, "code")
+    assert gateway.micro_balance(site.username) == (1_000_000, 0)
+
+
+def test_api_keys_in_a_query_string_are_not_logged(gateway, caplog):
+    """A key sent as ?key=, ?api_key= or ?x-api-key= is blanked in the access log line."""
+    _, key = gateway.user_with_key()
+    caplog.set_level(logging.INFO, logger="tornado.access")
+    for query in (f"key={key}", f"api_key={key}&beta=true", f"beta=true&x-api-key={key}", f"q={key}"):
+        r = httpx.get(f"{gateway.url}/v1/models?{query}")
+        assert r.status_code < 500
+    lines = [rec.getMessage() for rec in caplog.records if rec.name == "tornado.access"]
+    assert len(lines) >= 4 and all(key not in line for line in lines)
+    assert any(re.search(r"api_key=\[redacted\]&beta=true", line) for line in lines)
