@@ -115,6 +115,23 @@ def test_spoofed_forwarded_for_does_not_multiply_signups(gateway_factory):
     assert gw.run(gw.services.db.users.count_documents({})) == 3 and granted == 3
 
 
+def test_parallel_signups_cannot_outrun_the_address_limit(gateway_factory):
+    """Twelve simultaneous sign-ups from one address with SIGNUP_MAX_PER_IP=3: three accounts
+    are made (and granted SIGNUP_CREDITS), the rest get 429."""
+    gw = gateway_factory(signup_max_per_ip=3, signup_credits=1)
+    xsrf = Site(gw).xsrf()
+
+    async def storm() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=gw.url, cookies={"_xsrf": xsrf}, timeout=60) as client:
+            return await asyncio.gather(*(client.post("/signup", data={
+                "_xsrf": xsrf, "username": f"rush{i}", "email": f"rush{i}@example.com", "password": PASSWORD,
+                "confirm": PASSWORD}) for i in range(12)))
+    statuses = sorted(r.status_code for r in asyncio.run(storm()))
+    assert statuses == [302] * 3 + [429] * 9
+    assert gw.run(gw.services.db.users.count_documents({})) == 3
+    assert gw.run(gw.services.db.ledger.count_documents({"kind": "signup"})) == 3
+
+
 def test_forwarded_for_is_believed_only_from_trusted_proxies(gateway_factory):
     """Behind a trusted proxy the client is the nearest untrusted X-Forwarded-For hop: two
     clients count apart, and a hop the client itself wrote in front is ignored."""

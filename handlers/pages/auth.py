@@ -62,12 +62,16 @@ class SignupPageHandler(PageHandler):
                                self.get_argument("confirm", "", strip=False))
         if errors:
             return self.show(form=form, errors=errors, status=400)
+        ip = self.request.remote_ip  # X-Forwarded-For counts only from TRUSTED_PROXIES
         try:
-            await self.services.throttle.check_signup(self.request.remote_ip)  # behind TRUSTED_PROXIES only
+            await self.services.throttle.begin_signup(ip)
+        except RateLimited as exc:
+            return self.show(form=form, errors={"form": exc.message}, status=exc.status)
+        try:
             user = await self.services.users.create(form["username"], password, email=form["email"])
         except GatewayError as exc:
+            await self.services.throttle.signup_failed(ip)
             return self.show(form=form, errors={exc.param or "form": exc.message}, status=exc.status)
-        await self.services.throttle.signed_up(self.request.remote_ip)
         if self.services.settings.signup_credits > 0:
             await self.services.billing.adjust(user["_id"], self.services.settings.signup_credits,
                                                kind="signup", note="Welcome credits")

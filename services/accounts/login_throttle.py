@@ -77,20 +77,19 @@ class ThrottleService:
         await self.db.login_attempts.delete_many({"key": pair})
         await self._release(rest)
 
-    async def check_signup(self, ip: str) -> None:
-        """Raise RateLimited if this address created too many accounts in the window."""
-        doc = await self.db.login_attempts.find_one({"key": f"signup-ip:{ip}"})
-        if doc is None or doc.get("count", 0) < self.max_signups_per_ip:
-            return
-        wait = self._wait(doc)
-        if wait > 0:
+    async def begin_signup(self, ip: str) -> None:
+        """Reserve one account creation from this address, atomically, before the account is
+        made (parallel sign-ups cannot outrun the limit). Raises RateLimited if the address
+        created too many accounts in the window."""
+        wait = await self._reserve(f"signup-ip:{ip}", self.max_signups_per_ip)
+        if wait is not None:
             minutes = max(1, math.ceil(wait / 60))
             raise RateLimited(f"Too many accounts were created from your network. Try again in {minutes} "
                               f"minute{'s' if minutes != 1 else ''}.", headers={"Retry-After": str(math.ceil(wait))})
 
-    async def signed_up(self, ip: str) -> None:
-        """Count one account created from this address."""
-        await self._reserve(f"signup-ip:{ip}", None)
+    async def signup_failed(self, ip: str) -> None:
+        """No account was made after all: give the reservation back."""
+        await self._release([f"signup-ip:{ip}"])
 
     def _wait(self, doc: dict) -> float:
         """Seconds until the document's window ends (≤ 0: it has ended)."""
