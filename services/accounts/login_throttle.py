@@ -38,7 +38,7 @@ class LoginAttempt:
 
 @dataclass
 class ThrottleService:
-    """Reserve log-in (and count sign-up) attempts and refuse more once a limit is reached."""
+    """Reserve log-in and sign-up attempts and refuse more once a limit is reached."""
 
     db: object
     max_per_account: int = 100   # attempts on one username from all addresses per window
@@ -100,6 +100,8 @@ class ThrottleService:
         """Add one to the key's count in its current window if the count is below `limit`
         (None: no limit), opening a new window if none is open. Atomic per key. Returns
         None when counted, else the seconds until the full window ends."""
+        if limit is not None and limit < 1:  # a limit of 0 allows nothing, not one per window
+            return float(self.window_seconds)
         now = utcnow()
         cutoff = now - dt.timedelta(seconds=self.window_seconds)
         below = {} if limit is None else {"count": {"$lt": limit}}
