@@ -49,15 +49,14 @@ class MemorySink:
         return asyncio.sleep(0)
 
     def on_close(self, callback) -> None:
+        self._callbacks.append(callback)
         if self.closed:
-            callback()
-        else:
-            self._callbacks.append(callback)
+            self.close()
 
     def close(self) -> None:
         self.closed = True
-        for callback in self._callbacks:
-            callback()
+        while self._callbacks:
+            self._callbacks.pop(0)()
 
     @property
     def body(self) -> bytes:
