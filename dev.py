@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Set-up and entry points that need nothing but Python 3.11+: `python3 dev.py run|test|bench`.
+"""Set-up and entry points that need nothing but Python 3.11+: `python3 dev.py run|test|bench|bench-driver`.
 
 Creates `.venv` on first use, installs the pinned requirements (again only when a
 requirements file changed), then runs the gateway, the test suite or the benchmark.
@@ -97,9 +97,10 @@ def main(argv: list[str]) -> int:
     if command == "test":
         ensure_env("requirements-dev.txt")
         return test(rest)
-    if command == "bench":
+    if command in ("bench", "bench-driver"):
         ensure_env("requirements-dev.txt")
-        return subprocess.run([str(PY), str(ROOT / "bench" / "run.py"), *rest], cwd=ROOT).returncode
+        script = "run.py" if command == "bench" else "driver.py"
+        return subprocess.run([str(PY), str(ROOT / "bench" / script), *rest], cwd=ROOT).returncode
     print(__doc__.strip().splitlines()[0], file=sys.stderr)
     return 2
 

@@ -71,6 +71,8 @@ def drop_database(options: dict) -> None:
 
 
 def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "database: uses a database without a database fixture (e.g. "
+                                       "Settings(**fresh_database())), so it runs on the server tier too")
     config.addinivalue_line("markers", "embedded_only(reason): runs only on the embedded memory:// store")
     config.addinivalue_line("markers", "not_on_ferretdb(reason): skipped when the server tier is FerretDB "
                                        "(a MongoDB feature FerretDB lacks)")
@@ -89,7 +91,8 @@ def pytest_collection_modifyitems(config, items) -> None:
         return
     keep, skipped = [], []
     for item in items:
-        (keep if DATABASE_FIXTURES & set(item.fixturenames) else skipped).append(item)
+        uses_database = DATABASE_FIXTURES & set(item.fixturenames) or item.get_closest_marker("database")
+        (keep if uses_database else skipped).append(item)
     if skipped:
         config.hook.pytest_deselected(items=skipped)
         items[:] = keep

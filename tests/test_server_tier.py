@@ -16,9 +16,18 @@ from tests.conftest import ferretdb_version
 CONCURRENCY = 200
 
 
-def connect(server_database: dict):
-    settings = Settings.from_env({}, cookie_secret="test-cookie-secret-0123456789", **server_database)
-    return dbmod.connect(settings)
+def connect(server_database: dict, driver: str = "production"):
+    """(client, database handle) through the production connect(), or through the named
+    driver wrapped in the same handle (both must serve the services unchanged)."""
+    if driver == "production":
+        settings = Settings.from_env({}, cookie_secret="test-cookie-secret-0123456789", **server_database)
+        return dbmod.connect(settings)
+    if driver == "motor":
+        from motor.motor_asyncio import AsyncIOMotorClient as Client
+    else:
+        from pymongo import AsyncMongoClient as Client
+    client = Client(server_database["mongodb_uri"], tz_aware=True, serverSelectionTimeoutMS=5000)
+    return client, dbmod.Database(client[server_database["mongodb_db"]])
 
 
 async def close(client) -> None:
@@ -51,11 +60,13 @@ def test_concurrent_updates_of_one_document_are_atomic(server_database):
     assert (granted, doc["balance"], len(doc["holds"])) == (50, 0, 50), hint
 
 
-def test_every_query_form_the_services_use(server_database):
+@pytest.mark.parametrize("driver", ["motor", "pymongo"])
+def test_every_query_form_the_services_use(server_database, driver):
     """Cursor chains, to_list with and without a length, upserts with $setOnInsert, array
-    operators, unique indexes and the count/update/delete forms, as the services call them."""
+    operators, unique indexes and the count/update/delete forms, as the services call them,
+    through Motor and through PyMongo's AsyncMongoClient alike."""
     async def scenario():
-        client, db = connect(server_database)
+        client, db = connect(server_database, driver)
         out = {}
         try:
             await dbmod.ensure_indexes(db)
