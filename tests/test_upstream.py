@@ -4,6 +4,7 @@ honoured. Silent and unreachable upstreams are covered in test_errors.py."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from urllib.parse import urlsplit
 
@@ -209,3 +210,11 @@ def test_no_proxy_host_is_reached_directly(start_gateway):
     assert ask(gw, key).status_code == 200
     assert proxy.seen == [] and len(gw.fake.requests) == 1
     gw.run(proxy.stop())
+
+
+def test_upstream_calls_are_not_logged_one_by_one(gateway, caplog):
+    """No log line per upstream call (httpx's would carry the URL and a client's query string)."""
+    caplog.set_level(logging.INFO)
+    _, key = gateway.user_with_key()
+    assert ask(gateway, key).status_code == 200
+    assert not any(gateway.fake.base_url in record.getMessage() for record in caplog.records)

@@ -55,6 +55,9 @@ def build_upstream_client(settings: Settings) -> httpx.AsyncClient:
     after `keepalive_expiry`), so `upstream_write_timeout` and `upstream_max_keepalive`
     are passed on but have no effect on this transport.
     """
+    # httpx logs every request at INFO, URL and query string included; the access log
+    # already has a line per call, and a query string can carry a client's key.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     limits = httpx.Limits(max_connections=settings.upstream_max_connections,
                           max_keepalive_connections=settings.upstream_max_keepalive,
                           keepalive_expiry=settings.upstream_keepalive_expiry)
@@ -99,7 +102,7 @@ def _failure(upstream: Upstream, exc: Exception, *, mid_response: bool = False) 
 class UpstreamService:
     """Chooses the upstream and performs calls; maps transport failures to UpstreamError.
 
-    `client` is the shared client from `build_upstream_client`."""
+    `client` is the shared client from `build_upstream_client`; its owner closes it."""
 
     db: object
     settings: Settings
@@ -113,9 +116,6 @@ class UpstreamService:
         timeout = _stream_timeout(self.settings)
         self._timeouts = timeout.as_dict()
         self._whole_timeouts = {**self._timeouts, "read": self.settings.upstream_timeout}
-
-    async def aclose(self) -> None:
-        await self.client.aclose()
 
     async def seed(self) -> None:
         """Keep the `default` upstream record in step with UPSTREAM_BASE_URL / UPSTREAM_API_KEY."""
