@@ -90,6 +90,7 @@ async def build_services(settings: Settings, *, db,
     if settings.admin_username:
         await services.users.ensure_admin(settings.admin_username, settings.admin_password)
     stale = dt.timedelta(seconds=0 if settings.embedded else settings.hold_stale_seconds)
+    await services.billing.repair_ledger()  # credit movements whose ledger write was lost
     await services.billing.release_stale_holds(older_than=dt.datetime.now(dt.timezone.utc) - stale)
     return services
 

@@ -121,8 +121,8 @@ def test_bad_input_is_400_without_upstream_call_or_debit(gateway, body, param):
 def test_unknown_model_is_400_naming_valid_models(gateway):
     """An unknown model name is rejected, and the message lists the models that exist."""
     _, key = gateway.user_with_key()
-    body = assert_error(call(gateway, key, {**OK_BODY, "model": "claude-opus-4-8"}), 400, "invalid_request_error")
-    assert "claude-opus-4-8" in body["error"]["message"] and "claude-sonnet-4-20250514" in body["error"]["message"]
+    body = assert_error(call(gateway, key, {**OK_BODY, "model": "claude-opus-9-9"}), 400, "invalid_request_error")
+    assert "claude-opus-9-9" in body["error"]["message"] and "claude-sonnet-4-20250514" in body["error"]["message"]
 
 
 def test_body_over_the_limit_is_413(gateway_factory):
