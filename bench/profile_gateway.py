@@ -68,7 +68,7 @@ PHASES = [
     ("upstream: send request, read response head (UpstreamService.open)", ("UpstreamService.open",)),
     ("upstream: read body / stream chunks", ("Response.aread", "Response.aiter_raw")),
     ("upstream: close response", ("Response.aclose",)),
-    ("SSE re-framing and usage parsing", ("EventBuffer.feed", ".events (handlers/")),
+    ("SSE re-framing and usage parsing", ("EventBuffer.feed", ".events (services/protocols/")),
     ("tornado: write response to the client", ("RequestHandler.flush", "RequestHandler.finish",
                                                "RequestHandler.write")),
     ("other gateway code (handlers/, services/)", ("(handlers/", "(services/")),
