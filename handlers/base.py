@@ -9,7 +9,7 @@ import ipaddress
 import logging
 import re
 import secrets
-from urllib.parse import urlencode, urlparse
+from urllib.parse import urlparse
 
 import jinja2
 import orjson
@@ -313,13 +313,6 @@ class PageHandler(BaseHandler):
         """Show `message` once, on the next page this browser renders (signed cookie)."""
         self.set_signed_cookie(self.FLASH_COOKIE, message, expires_days=None)
 
-    def require_user(self) -> dict | None:
-        """The signed-in user, or None after redirecting to /login?next=…"""
-        if self.current_user is None:
-            self.redirect("/login?" + urlencode({"next": self.request.uri}))
-            return None
-        return self.current_user
-
     def base_url(self) -> str:
         configured = self.services.settings.public_base_url
         return configured.rstrip("/") if configured else f"{self.request.protocol}://{self.request.host}"
@@ -348,6 +341,9 @@ class PageHandler(BaseHandler):
         exc = (kwargs.get("exc_info") or (None, None))[1]
         if status_code == 403 and isinstance(exc, tornado.web.HTTPError) and "xsrf" in str(exc).lower():
             message = "Your form expired or was sent from another site. Reload the page and try again."
+        elif status_code == 403 and isinstance(exc, tornado.web.HTTPError) and self.current_user is None:
+            # @tornado.web.authenticated refuses a signed-out POST (it redirects only GETs).
+            message = "You are signed out: log in again, then resend the form."
         else:
             message = err.message
         for name, value in err.headers.items():

@@ -2,6 +2,8 @@
 log out everywhere."""
 from __future__ import annotations
 
+import tornado.web
+
 from handlers.base import PageHandler
 from handlers.pages.auth import FIELD_MAX, INVALID_EMAIL, email_error
 from services.accounts.users import PASSWORD_MAX, PASSWORD_RULES
@@ -11,9 +13,8 @@ from services.core.errors import InvalidRequest, RateLimited
 class AccountPageHandler(PageHandler):
     """GET: the forms; POST action=email|password|logout_everywhere."""
 
+    @tornado.web.authenticated
     def get(self) -> None:
-        if self.require_user() is None:
-            return
         self.show()
 
     def show(self, *, errors: dict | None = None, email: str | None = None, status: int = 200) -> None:
@@ -21,9 +22,8 @@ class AccountPageHandler(PageHandler):
                          password_max=PASSWORD_MAX,
                          email=self.current_user.get("email") or "" if email is None else email)
 
+    @tornado.web.authenticated
     async def post(self) -> None:
-        if self.require_user() is None:
-            return
         action = self.get_argument("action", "")
         if action == "email":
             await self.change_email()

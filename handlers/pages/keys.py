@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+import tornado.web
+
 from handlers.base import PageHandler, fmt_day
 from services.accounts.keys import KEY_NAME_MAX
 from services.core.clock import as_utc, utcnow
@@ -66,9 +68,8 @@ class KeyFormMixin:
 class KeysPageHandler(KeyFormMixin, PageHandler):
     """GET: the user's keys (paginated) and the create form; POST: create, show the key once."""
 
+    @tornado.web.authenticated
     async def get(self) -> None:
-        if self.require_user() is None:
-            return
         await self.show()
 
     async def show(self, *, new_key: str | None = None, new_doc: dict | None = None, form: dict | None = None,
@@ -83,9 +84,8 @@ class KeysPageHandler(KeyFormMixin, PageHandler):
                          new_doc=new_doc, form=form or {}, errors=errors or {}, model_ids=self.model_ids(),
                          name_max=KEY_NAME_MAX, min_date=(now.date() + dt.timedelta(days=1)).isoformat())
 
+    @tornado.web.authenticated
     async def post(self) -> None:
-        if self.require_user() is None:
-            return
         name = self.get_argument("name", "")
         limits, errors = self.limits_from_form()
         form = {"name": name, **limits}
@@ -105,9 +105,8 @@ class KeyPageHandler(KeyFormMixin, PageHandler):
     DONE = {"rename": "renamed", "limits": "limits saved", "freeze": "frozen: it refuses requests until unfrozen",
             "unfreeze": "unfrozen"}
 
+    @tornado.web.authenticated
     async def get(self, key_id: str) -> None:
-        if self.require_user() is None:
-            return
         await self.show(key_id)
 
     async def show(self, key_id: str, *, errors: dict | None = None, form: dict | None = None,
@@ -119,9 +118,8 @@ class KeyPageHandler(KeyFormMixin, PageHandler):
                          form=form or {}, model_ids=self.model_ids(), name_max=KEY_NAME_MAX,
                          min_date=(utcnow().date() + dt.timedelta(days=1)).isoformat())
 
+    @tornado.web.authenticated
     async def post(self, key_id: str) -> None:
-        if self.require_user() is None:
-            return
         action = self.get_argument("action", "")
         if action not in self.DONE:
             raise InvalidRequest("Unknown action.")
@@ -147,15 +145,13 @@ class KeyPageHandler(KeyFormMixin, PageHandler):
 class KeyRevokePageHandler(PageHandler):
     """GET: "are you sure?"; POST: revoke for good (owner-checked)."""
 
+    @tornado.web.authenticated
     async def get(self, key_id: str) -> None:
-        if self.require_user() is None:
-            return
         doc = await self.services.keys.get(key_id, user_id=self.current_user["_id"])
         self.render_page("key_revoke.html", key=key_view(doc, None, utcnow()))
 
+    @tornado.web.authenticated
     async def post(self, key_id: str) -> None:
-        if self.require_user() is None:
-            return
         doc = await self.services.keys.update(key_id, user_id=self.current_user["_id"], revoked=True)
         self.flash(f"Key “{doc['name']}” ({doc['prefix']}) was revoked. Requests with it now fail with 401.")
         self.redirect("/keys")
