@@ -272,6 +272,14 @@ def test_private_pages_redirect_signed_out_visitors_to_login(gateway, path):
     assert r.status_code == 302 and r.headers["location"] == "/login?" + urlencode({"next": path})
 
 
+@pytest.mark.parametrize("path", ["/keys", "/topup", "/account"])
+def test_signed_out_form_posts_are_refused_with_a_way_back(gateway, path):
+    """A form sent without a session (it expired) is refused with 403 and told to log in again;
+    nothing is done."""
+    r = Site(gateway).post(path, {"name": "k", "code": "CLM-AAAA-AAAA-AAAA-AAAA", "action": "email"})
+    assert r.status_code == 403 and "log in again" in r.text
+
+
 def test_login_with_wrong_or_missing_credentials_is_refused(gateway):
     """Wrong password, unknown user and empty fields re-show the form (400) without a session."""
     username = gateway.create_user(0)
