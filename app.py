@@ -26,6 +26,7 @@ from handlers.base import NotFoundApiHandler, NotFoundPageHandler, make_jinja_en
 from handlers.pages import account, auth, dashboard, home, keys, topup
 from services.accounts.keys import KeyService
 from services.accounts.login_throttle import ThrottleService
+from services.accounts.signin import SignInService
 from services.accounts.users import UserService
 from services.billing.credits import BillingService
 from services.billing.topup import TopupService
@@ -62,6 +63,7 @@ class Services:
     health: HealthService
     topup: TopupService
     throttle: ThrottleService
+    signin: SignInService
     http_client: httpx.AsyncClient
     relay: RelayService = field(init=False)
 
@@ -73,6 +75,7 @@ async def build_services(settings: Settings, *, db,
     if http_client is None:
         http_client = build_upstream_client(settings)
     usage = UsageService(db)
+    users = UserService(db)
     keys = KeyService(db, usage=usage, cache_seconds=settings.key_cache_seconds)
     billing = BillingService(db, usage, keys)
     upstream = UpstreamService(db, settings, http_client)
@@ -81,8 +84,9 @@ async def build_services(settings: Settings, *, db,
                                max_per_account_address=settings.login_max_per_account_address)
     services = Services(
         settings=settings, db=db, catalog=CatalogService(db, settings.catalog_refresh_seconds),
-        users=UserService(db), keys=keys, usage=usage, billing=billing, topup=TopupService(db, billing),
+        users=users, keys=keys, usage=usage, billing=billing, topup=TopupService(db, billing),
         throttle=throttle, upstream=upstream, http_client=http_client,
+        signin=SignInService(users, throttle, billing, settings.signup_credits),
         ratelimit=RateLimitService(db, settings.rate_limit_rpm), health=HealthService(db, upstream))
     services.relay = RelayService(billing, services.upstream, services.ratelimit)
     await services.catalog.seed()

@@ -8,8 +8,8 @@ from __future__ import annotations
 import hmac
 
 from handlers.base import ApiHandler
-from services.core.errors import AuthenticationFailed, InvalidRequest
 from services.billing.credits import parse_amount
+from services.core.errors import AuthenticationFailed, InvalidRequest
 from services.core.money import to_credits, to_micro
 
 REASON_MAX = 500

@@ -7,7 +7,7 @@ import tornado.web
 from handlers.base import PageHandler
 from handlers.pages.auth import FIELD_MAX, INVALID_EMAIL, email_error
 from services.accounts.users import PASSWORD_MAX, PASSWORD_RULES
-from services.core.errors import InvalidRequest, RateLimited
+from services.core.errors import GatewayError, InvalidRequest
 
 
 class AccountPageHandler(PageHandler):
@@ -46,31 +46,18 @@ class AccountPageHandler(PageHandler):
         self.redirect("/account")
 
     async def change_password(self) -> None:
-        user, ip = self.current_user, self.request.remote_ip
-        current = self.get_argument("current_password", "", strip=False)
         new = self.get_argument("new_password", "", strip=False)
         if new != self.get_argument("confirm", "", strip=False):
             return self.show(errors={"confirm": "The two new passwords do not match."}, status=400)
         try:
-            # Guessing the current password here is a log-in attempt too: same throttle,
-            # reserved before the password is checked.
-            attempt = await self.services.throttle.begin_login(user["username"], ip)
-        except RateLimited as exc:
-            return self.show(errors={"current_password": exc.message}, status=429)
-        try:
-            await self.services.users.change_password(user["_id"], current[:PASSWORD_MAX + 1], new,
-                                                      keep_session=self.session_token)
-        except InvalidRequest as exc:
-            if exc.param == "current_password":
-                await self.services.throttle.login_failed(attempt)
-            else:  # the current password was right; only the new one was refused
-                await self.services.throttle.login_succeeded(attempt)
-            field = "new_password" if exc.param == "password" else exc.param or "current_password"
-            return self.show(errors={field: exc.message}, status=400)
-        await self.services.throttle.login_succeeded(attempt)
+            await self.services.signin.change_password(
+                self.current_user, self.get_argument("current_password", "", strip=False), new,
+                ip=self.request.remote_ip, keep_session=self.session_token)
+        except GatewayError as exc:
+            field = {"password": "new_password", None: "current_password"}.get(exc.param, exc.param)
+            return self.show(errors={field: exc.message}, status=exc.status)
         self.flash("Password changed. Any other signed-in browsers were signed out.")
         self.redirect("/account")
-
 
 routes = [
     (r"/account/?", AccountPageHandler),

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from handlers.base import PageHandler, safe_next
 from services.accounts.users import EMAIL_RE, PASSWORD_MAX, PASSWORD_RULES, USERNAME_RE, check_password_rules
-from services.core.errors import GatewayError, InvalidRequest, RateLimited
+from services.core.errors import GatewayError, InvalidRequest
 from services.core.money import fmt_credits, to_micro
 
 USERNAME_HELP = "3–32 characters: letters, digits, “_”, “.” or “-”."
@@ -62,19 +62,11 @@ class SignupPageHandler(PageHandler):
                                self.get_argument("confirm", "", strip=False))
         if errors:
             return self.show(form=form, errors=errors, status=400)
-        ip = self.request.remote_ip  # X-Forwarded-For counts only from TRUSTED_PROXIES
-        try:
-            await self.services.throttle.begin_signup(ip)
-        except RateLimited as exc:
-            return self.show(form=form, errors={"form": exc.message}, status=exc.status)
-        try:
-            user = await self.services.users.create(form["username"], password, email=form["email"])
+        try:  # the address counts X-Forwarded-For only from TRUSTED_PROXIES
+            user = await self.services.signin.sign_up(form["username"], password, email=form["email"],
+                                                      ip=self.request.remote_ip)
         except GatewayError as exc:
-            await self.services.throttle.signup_failed(ip)
             return self.show(form=form, errors={exc.param or "form": exc.message}, status=exc.status)
-        if self.services.settings.signup_credits > 0:
-            await self.services.billing.adjust(user["_id"], self.services.settings.signup_credits,
-                                               kind="signup", note="Welcome credits")
         await self.login(user)
         self.redirect(safe_next(self.get_argument("next", None)))
 
@@ -100,18 +92,11 @@ class LoginPageHandler(PageHandler):
             errors = {k: f"Enter your {k}." for k, v in (("username", username), ("password", password)) if not v}
             return self.show(username=username, errors=errors, status=400)
         try:
-            attempt = await self.services.throttle.begin_login(username, self.request.remote_ip)
-        except RateLimited as exc:
-            self.set_header("Retry-After", exc.headers["Retry-After"])
-            return self.show(username=username, errors={"form": exc.message}, status=429)
-        user = None
-        if len(password) <= PASSWORD_MAX:  # a longer one cannot be anyone's password
-            user = await self.services.users.authenticate(username, password)
-        if user is None or user.get("frozen"):
-            await self.services.throttle.login_failed(attempt)
-            message = "This account is frozen." if user else "Wrong username or password."
-            return self.show(username=username, errors={"form": message}, status=400)
-        await self.services.throttle.login_succeeded(attempt)
+            user = await self.services.signin.log_in(username, password, self.request.remote_ip)
+        except GatewayError as exc:
+            for name, value in exc.headers.items():
+                self.set_header(name, value)
+            return self.show(username=username, errors={"form": exc.message}, status=exc.status)
         await self.login(user)
         self.redirect(safe_next(self.get_argument("next", None)))
 
