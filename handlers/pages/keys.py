@@ -121,16 +121,7 @@ class KeyPageHandler(KeyFormMixin, PageHandler):
     @tornado.web.authenticated
     async def post(self, key_id: str) -> None:
         action = self.get_argument("action", "")
-        if action not in self.DONE:
-            raise InvalidRequest("Unknown action.")
-        changes, errors, form = {}, {}, {}
-        if action == "rename":
-            changes["name"] = form["name"] = self.get_argument("name", "")
-        elif action == "limits":
-            changes["limits"], errors = self.limits_from_form()
-            form = changes["limits"]
-        else:
-            changes["frozen"] = action == "freeze"
+        changes, errors, form = self.changes_from_form(action)
         if not errors:
             try:
                 doc = await self.services.keys.update(key_id, user_id=self.current_user["_id"], **changes)
@@ -140,6 +131,19 @@ class KeyPageHandler(KeyFormMixin, PageHandler):
                 self.flash(f"Key “{doc['name']}” {self.DONE[action]}.")
                 return self.redirect(f"/keys/{doc['_id']}")
         await self.show(key_id, errors=errors, form=form, status=400)
+
+
+    def changes_from_form(self, action: str) -> tuple[dict, dict, dict]:
+        """(the KeyService.update arguments, form errors, the form to re-show) for `action`."""
+        if action not in self.DONE:
+            raise InvalidRequest("Unknown action.")
+        if action == "rename":
+            name = self.get_argument("name", "")
+            return {"name": name}, {}, {"name": name}
+        if action == "limits":
+            limits, errors = self.limits_from_form()
+            return {"limits": limits}, errors, limits
+        return {"frozen": action == "freeze"}, {}, {}
 
 
 class KeyRevokePageHandler(PageHandler):
