@@ -56,6 +56,7 @@ def server_tier(args: list[str]) -> tuple[int, str]:
         return pytest(args, uri), f"TEST_MONGODB_URI={uri}"
     from tools import ferretdb
 
+    ferretdb.stop_on_sigterm()
     try:
         binary = ferretdb.find_or_build()
         with ferretdb.Server(binary).start() as server:

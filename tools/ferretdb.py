@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -147,6 +148,22 @@ def find_or_build(log=print) -> Binary:
     return find(log) or build(log)
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: on Linux, get SIGTERM when the process that started the
+    server dies, however it dies (so no server outlives a killed test run)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM unwind this process like Ctrl-C does, so `with Server(...)` stops it."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -200,8 +217,10 @@ class Server:
     def start(self, timeout: float = 60) -> "Server":
         """Start the server and return once it answers a ping; raises ServerUnavailable."""
         log = self.log_path.open("wb")
+        # Its own session: Ctrl-C reaches this process, which stops the server in order.
         self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, start_new_session=True)
+                                        stdin=subprocess.DEVNULL, start_new_session=True,
+                                        preexec_fn=_die_with_parent)
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -234,6 +253,7 @@ class Server:
 
 def main(argv: list[str]) -> int:
     command, rest = (argv[0], argv[1:]) if argv else ("", [])
+    stop_on_sigterm()
     try:
         if command == "build":
             print(find_or_build().path)
