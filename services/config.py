@@ -47,9 +47,7 @@ class Settings:
     upstream_idle_timeout: float = _setting(300.0, "Seconds of upstream silence (no bytes) before "
                                             "the call is treated as failed.")
     upstream_connect_timeout: float = _setting(10.0, "Seconds to connect to the upstream.")
-    upstream_write_timeout: float = _setting(60.0, "Seconds to send a request body to the upstream.")
     upstream_max_connections: int = _setting(1000, "Most simultaneous connections to one upstream host.")
-    upstream_max_keepalive: int = _setting(64, "Idle upstream connections kept open for reuse.")
     upstream_keepalive_expiry: float = _setting(60.0, "Seconds an idle upstream connection is kept.")
     keepalive_interval: float = _setting(15.0, "Seconds of stream silence before the gateway "
                                          "sends a keep-alive (ping event / SSE comment).")

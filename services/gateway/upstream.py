@@ -51,15 +51,13 @@ def build_upstream_client(settings: Settings) -> httpx.AsyncClient:
 
     httpx's API over aiohttp's keep-alive pool and C parser (httpx-aiohttp). Timeouts
     default to a stream's: `read` is the idle limit between two reads. aiohttp has no write
-    timeout and no cap on idle connections apart from `max_connections` (idle ones close
-    after `keepalive_expiry`), so `upstream_write_timeout` and `upstream_max_keepalive`
-    are passed on but have no effect on this transport.
+    timeout (a request body is small and sent at once) and keeps every idle connection until
+    `keepalive_expiry`, so neither is a setting.
     """
     # httpx logs every request at INFO, URL and query string included; the access log
     # already has a line per call, and a query string can carry a client's key.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     limits = httpx.Limits(max_connections=settings.upstream_max_connections,
-                          max_keepalive_connections=settings.upstream_max_keepalive,
                           keepalive_expiry=settings.upstream_keepalive_expiry)
     # trust_env: httpx reads HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY (and
     # SSL_CERT_FILE / SSL_CERT_DIR) here, once, and mounts one proxied aiohttp transport per
@@ -74,7 +72,7 @@ def build_upstream_client(settings: Settings) -> httpx.AsyncClient:
 
 def _stream_timeout(s: Settings) -> httpx.Timeout:
     return httpx.Timeout(connect=s.upstream_connect_timeout, read=s.upstream_idle_timeout,
-                         write=s.upstream_write_timeout, pool=s.upstream_connect_timeout)
+                         write=None, pool=s.upstream_connect_timeout)
 
 
 def _failure(upstream: Upstream, exc: Exception, *, mid_response: bool = False) -> UpstreamError:
