@@ -5,6 +5,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import inspect
 import datetime as dt
 import logging
 import os
@@ -155,7 +156,9 @@ class Gateway:
             await self.services.ratelimit.sync()
             await self.services.http_client.aclose()
         if self._db_client is not None:
-            self._db_client.close()
+            closed = self._db_client.close()  # a coroutine on AsyncMongoClient, not on mongomock
+            if inspect.isawaitable(closed):
+                await closed
 
     async def _refresh_catalog(self) -> None:
         services = self.services

@@ -1,12 +1,12 @@
 """The one module that knows which MongoDB driver is in use.
 
 `memory://` runs on mongomock-motor in-process (nothing persisted); `mongodb://…` uses
-Motor. Motor is in critical-fix-only support until May 2027: swapping to PyMongo's
-`AsyncMongoClient` means changing `connect()` here and nothing else, because the rest of
-the code only calls the API subset both drivers (and mongomock-motor) share:
-find_one, find(...).sort().skip().limit().to_list(), insert_one, insert_many,
-find_one_and_update, update_one, update_many, count_documents, aggregate(...).to_list(),
-create_index, delete_many.
+PyMongo's own `AsyncMongoClient` (Motor's successor: Motor's support ends in May 2027, and
+on the real server it took 11% less client CPU per settlement — README, "The driver").
+The rest of the code only calls the API subset both (and Motor) share: find_one,
+find(...).sort().skip().limit().to_list(), insert_one, insert_many, find_one_and_update
+(without a projection), update_one, update_many, count_documents, create_index,
+delete_many, command("ping").
 """
 from __future__ import annotations
 
@@ -35,10 +35,9 @@ def connect(settings: Settings):
                     "NO DATA IS PERSISTED. Set MONGODB_URI=mongodb://… for production.")
         client = AsyncMongoMockClient()
     else:
-        from motor.motor_asyncio import AsyncIOMotorClient
+        from pymongo import AsyncMongoClient
 
-        client = AsyncIOMotorClient(settings.mongodb_uri, tz_aware=True,
-                                    serverSelectionTimeoutMS=5000)
+        client = AsyncMongoClient(settings.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=5000)
     return client, Database(client[settings.mongodb_db])
 
 
