@@ -26,7 +26,8 @@ from services.accounts.keys import display_prefix
 from services.core.types import Principal
 
 log = logging.getLogger("cheaplm")
-access_log = logging.getLogger("cheaplm.access")
+# Tornado's own access logger name, so log configuration made for Tornado applies.
+access_log = logging.getLogger("tornado.access")
 
 DATABASE_RETRY_SECONDS = 5  # retry-after of a 503 while the database is unreachable
 
@@ -40,7 +41,7 @@ def database_unavailable() -> GatewayError:
 
 
 def log_request(handler: tornado.web.RequestHandler) -> None:
-    """The Application's `log_function`: one JSON line per request on `cheaplm.access`, and
+    """The Application's `log_function`: one JSON line per request on `tornado.access`, and
     the per-request metrics. Never a key, password, upstream key, cookie or prompt: the URI
     is redacted, and only ids, counts and times are written."""
     request, status = handler.request, handler.get_status()
@@ -53,7 +54,7 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
     metrics = getattr(services, "metrics", None)
     if metrics is not None:
         metrics.request(route, status, model)
-    line = {"request_id": getattr(handler, "_request_id", None), "method": request.method,
+    line = {"request_id": getattr(handler, "request_id", None), "method": request.method,
             "path": redact_uri(request.uri or ""), "route": route, "status": status,
             "latency_ms": latency_ms, "client": request.remote_ip,
             "user_id": str(principal.user_id) if principal is not None else None,
