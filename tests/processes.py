@@ -40,7 +40,7 @@ class Upstream:
 class GatewayProcess:
     """`python app.py` on a free port with the given database; `.url`, `.admin`, `.signal()`."""
 
-    def __init__(self, database: dict, upstream: Upstream, **env: str) -> None:
+    def __init__(self, database: dict, upstream: Upstream, *args: str, **env: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         environ = {**os.environ, "PORT": str(self.port), "HOST": "127.0.0.1",
@@ -50,7 +50,7 @@ class GatewayProcess:
                    "METRICS_TOKEN": METRICS_TOKEN, "LOG_LEVEL": "WARNING",
                    **{k.upper(): str(v) for k, v in env.items()}}
         self.log = open(os.devnull, "wb") if not os.environ.get("TEST_GATEWAY_LOGS") else None
-        self.process = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=environ,
+        self.process = subprocess.Popen([sys.executable, str(ROOT / "app.py"), *args], cwd=ROOT, env=environ,
                                         stdout=self.log, stderr=self.log)
         self.admin = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
                                   timeout=30)
@@ -86,12 +86,12 @@ class GatewayProcess:
         if self.log is not None:
             self.log.close()
 
-    def user_with_key(self, credits: float = 100, username: str | None = None) -> tuple[str, str]:
+    def user_with_key(self, credits: float = 100, username: str | None = None, **limits) -> tuple[str, str]:
         username = username or f"u{free_port()}"
         r = self.admin.post("/admin/api/users", json={"username": username, "password": "password-123",
                                                        "credits": credits})
         assert r.status_code == 201, r.text
-        r = self.admin.post(f"/admin/api/users/{username}/keys", json={"name": "k"})
+        r = self.admin.post(f"/admin/api/users/{username}/keys", json={"name": "k", **limits})
         assert r.status_code == 201, r.text
         return username, r.json()["key"]
 
