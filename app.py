@@ -177,7 +177,9 @@ class Gateway:
                 await self.services.instances.stop()
             await self.services.http_client.aclose()
         if self._db_client is not None:
-            self._db_client.close()
+            closing = self._db_client.close()  # AsyncMongoClient: a coroutine; mongomock: None
+            if asyncio.iscoroutine(closing):
+                await closing
 
     async def _refresh_catalog(self) -> None:
         services = self.services

@@ -1,8 +1,9 @@
 """The one module that knows which MongoDB driver is in use.
 
 `memory://` runs on mongomock-motor in-process (nothing persisted); `mongodb://…` uses
-Motor. Motor is in critical-fix-only support until May 2027: swapping to PyMongo's
-`AsyncMongoClient` means changing `connect()` here and nothing else, because the rest of
+PyMongo's own `AsyncMongoClient` (Motor, in critical-fix-only support until May 2027,
+spent 11% more client CPU per settlement on the real server: README, "The driver").
+Changing driver means changing `connect()` here and nothing else, because the rest of
 the code only calls the API subset both drivers (and mongomock-motor) share:
 find_one, find(...).sort().skip().limit().to_list(), insert_one, insert_many,
 find_one_and_update, update_one, update_many, count_documents, aggregate(...).to_list(),
@@ -35,13 +36,13 @@ def connect(settings: Settings):
                     "NO DATA IS PERSISTED. Set MONGODB_URI=mongodb://… for production.")
         client = AsyncMongoMockClient()
     else:
-        from motor.motor_asyncio import AsyncIOMotorClient
+        from pymongo import AsyncMongoClient
 
         # Bounded waits: with the database gone a request fails (503) within about
         # DATABASE_TIMEOUT_SECONDS instead of hanging; a single operation may take longer
         # (socketTimeoutMS) before it counts as failed.
         timeout_ms = int(settings.database_timeout_seconds * 1000)
-        client = AsyncIOMotorClient(settings.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=timeout_ms,
+        client = AsyncMongoClient(settings.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=timeout_ms,
                                     connectTimeoutMS=timeout_ms, socketTimeoutMS=max(10_000, 5 * timeout_ms))
     return client, Database(client[settings.mongodb_db])
 
