@@ -241,7 +241,9 @@ class RelayService:
         if answer is not None:
             sink.start(200, {**headers, "Content-Type": adapter.content_type,
                              "x-cheaplm-credits-used": fmt_credits(receipt.cost),
-                             "x-cheaplm-credits-remaining": fmt_credits(receipt.balance)})
+                             # unknown while a settlement waits for the database
+                             "x-cheaplm-credits-remaining": fmt_credits(receipt.balance) if receipt.balance >= 0
+                             else "unknown"})
             await _deliver(sink, answer)
         return RelayReceipt(receipt.cost, receipt.balance, call.record.status, call.record, hold.model.id,
                             response.request.url.host if response is not None else "")

@@ -43,7 +43,7 @@ def connect(settings: Settings):
         # (socketTimeoutMS) before it counts as failed.
         timeout_ms = int(settings.database_timeout_seconds * 1000)
         client = AsyncMongoClient(settings.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=timeout_ms,
-                                    connectTimeoutMS=timeout_ms, socketTimeoutMS=max(10_000, 5 * timeout_ms))
+                                    connectTimeoutMS=timeout_ms, socketTimeoutMS=max(60_000, 5 * timeout_ms))
     return client, Database(client[settings.mongodb_db])
 
 
