@@ -5,7 +5,6 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import inspect
 import datetime as dt
 import logging
 import os
@@ -22,8 +21,8 @@ import tornado.netutil
 import tornado.web
 from pymongo.errors import ConnectionFailure, PyMongoError
 
-from handlers.api import admin, health, messages, models, openai_chat
-from handlers.base import NotFoundApiHandler, NotFoundPageHandler, make_jinja_env
+from handlers.api import admin, health, messages, metrics, models, openai_chat
+from handlers.base import NotFoundApiHandler, NotFoundPageHandler, log_request, make_jinja_env
 from handlers.pages import account, auth, dashboard, home, keys, topup
 from services.accounts.keys import KeyService
 from services.accounts.login_throttle import ThrottleService
@@ -36,8 +35,11 @@ from services.config import ConfigError, Settings
 from services.gateway.catalog import CatalogService
 from services.gateway.health import HealthService
 from services.gateway.heartbeat import StreamKeepAlive
+from services.gateway.instances import InstanceService
+from services.gateway.metrics import Metrics
 from services.gateway.ratelimit import RateLimitService
 from services.gateway.relay import RelayService
+from services.gateway.settlements import PendingSettlements
 from services.gateway.upstream import UpstreamService, build_upstream_client
 from services.store import db as dbmod
 
@@ -45,7 +47,7 @@ ROOT = Path(__file__).resolve().parent
 log = logging.getLogger("cheaplm")
 
 # Each handlers module ends with `routes = [...]`; later modules plug in here.
-ROUTE_MODULES = [health, messages, openai_chat, models, admin, auth, dashboard, keys, topup, account, home]
+ROUTE_MODULES = [health, metrics, messages, openai_chat, models, admin, auth, dashboard, keys, topup, account, home]
 
 
 @dataclass
@@ -67,6 +69,9 @@ class Services:
     signin: SignInService
     http_client: httpx.AsyncClient
     relay: RelayService = field(init=False)
+    instances: InstanceService = field(init=False)
+    metrics: Metrics = field(init=False)
+    pending: PendingSettlements = field(init=False)
 
 
 async def build_services(settings: Settings, *, db,
@@ -78,7 +83,8 @@ async def build_services(settings: Settings, *, db,
     usage = UsageService(db)
     users = UserService(db)
     keys = KeyService(db, usage=usage, cache_seconds=settings.key_cache_seconds)
-    billing = BillingService(db, usage, keys)
+    instances = InstanceService(db, settings.instance_lease_seconds)
+    billing = BillingService(db, usage, keys, instance_id=instances.instance_id)
     upstream = UpstreamService(db, settings, http_client)
     throttle = ThrottleService(db, settings.login_max_per_account, settings.login_max_per_ip,
                                settings.signup_max_per_ip, settings.login_window_seconds,
@@ -89,14 +95,22 @@ async def build_services(settings: Settings, *, db,
         throttle=throttle, upstream=upstream, http_client=http_client,
         signin=SignInService(users, throttle, billing, settings.signup_credits),
         ratelimit=RateLimitService(db, settings.rate_limit_rpm), health=HealthService(db, upstream))
-    services.relay = RelayService(billing, services.upstream, services.ratelimit)
+    services.instances, services.metrics = instances, Metrics()
+    services.pending = PendingSettlements(billing)
+    services.relay = RelayService(billing, services.upstream, services.ratelimit, services.metrics, services.pending)
+    services.metrics.watch("open_streams", lambda: services.relay.open_streams)
+    services.metrics.watch("holds_outstanding", lambda: services.relay.in_flight)
+    services.metrics.watch("pending_settlements", lambda: len(services.pending))
     await services.catalog.seed()
     await services.upstream.seed()
     if settings.admin_username:
         await services.users.ensure_admin(settings.admin_username, settings.admin_password)
     stale = dt.timedelta(seconds=0 if settings.embedded else settings.hold_stale_seconds)
     await services.billing.repair_ledger()  # credit movements whose ledger write was lost
-    await services.billing.release_stale_holds(older_than=dt.datetime.now(dt.timezone.utc) - stale)
+    await instances.register()  # before any hold of this process, so none looks dead
+    # Holds of processes whose lease ran out (they died mid-request), never of live ones.
+    await services.billing.release_stale_holds(older_than=dt.datetime.now(dt.timezone.utc) - stale,
+                                               alive=None if settings.embedded else await instances.alive())
     return services
 
 
@@ -111,7 +125,7 @@ def make_app(services: Services, keepalive: StreamKeepAlive) -> tornado.web.Appl
         routes, services=services, jinja_env=jinja_env, keepalive=keepalive,
         cookie_secret=cookie_secret, xsrf_cookies=True, xsrf_cookie_kwargs={"httponly": True, "samesite": "Lax"},
         static_path=str(ROOT / "static"), default_handler_class=NotFoundPageHandler,
-        compress_response=False, debug=settings.debug, login_url="/login")
+        compress_response=False, debug=settings.debug, login_url="/login", log_function=log_request)
 
 
 class Gateway:
@@ -138,6 +152,8 @@ class Gateway:
         self.app = make_app(self.services, self._keepalive)
         self._keepalive.start()
         self._refresh = asyncio.ensure_future(self._refresh_catalog())
+        if not s.embedded:
+            self.services.instances.start(self.services.billing, s.hold_stale_seconds)
         # Bodies up to twice the documented limit are read so the handler can answer a clear
         # 413; anything larger is cut off by Tornado itself. No xheaders: handlers/base.py
         # believes X-Forwarded-* only from TRUSTED_PROXIES.
@@ -146,19 +162,28 @@ class Gateway:
         self.server.add_sockets(self._sockets or tornado.netutil.bind_sockets(s.port, s.host))
 
     async def stop(self) -> None:
-        """Stop listening, stop the background work, share pending counts, close the clients."""
+        """Stop listening; let calls in flight finish for up to SHUTDOWN_GRACE_SECONDS, then
+        end the streams still open with an in-band error (each settled for what it delivered);
+        stop the background work, write pending settlements and counts, give up the lease,
+        close the clients."""
         if self.server is not None:
             self.server.stop()
+        if self.services is not None:
+            await self.services.relay.drain(self.settings.shutdown_grace_seconds)
         if self._refresh is not None:
             self._refresh.cancel()
         self._keepalive.stop()
         if self.services is not None:
-            await self.services.ratelimit.sync()
+            await self.services.pending.stop()
+            with contextlib.suppress(PyMongoError):
+                await self.services.ratelimit.sync()
+            if not self.settings.embedded and not len(self.services.pending):
+                await self.services.instances.stop()
             await self.services.http_client.aclose()
         if self._db_client is not None:
-            closed = self._db_client.close()  # a coroutine on AsyncMongoClient, not on mongomock
-            if inspect.isawaitable(closed):
-                await closed
+            closing = self._db_client.close()  # AsyncMongoClient: a coroutine; mongomock: None
+            if asyncio.iscoroutine(closing):
+                await closing
 
     async def _refresh_catalog(self) -> None:
         services = self.services

@@ -92,6 +92,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14 and 15)
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process and its live children (`python app.py --processes N` forks its
+    gateway processes; their time is not the parent's until they exit)."""
+    total = cpu_seconds(pid)
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return total
+    for child in children:
+        try:
+            total += cpu_seconds(int(child))
+        except OSError:
+            pass  # exited between the listing and the read
+    return total
+
+
 def cpu_busy_seconds(cpu: int | None) -> float | None:
     """Non-idle time of one CPU, all processes together (user+nice+system+irq+softirq+steal)."""
     if cpu is None:

@@ -211,11 +211,11 @@ class Bench:
                "RATE_LIMIT_RPM": str(self.args.rate_limit_rpm)}
         if not self.args.mongodb_uri.startswith("memory://"):
             env["MONGODB_DB"] = self.args.mongodb_db
-        self.gw_proc = procs.start([PYTHON, "app.py"], cpu=self.args.gateway_cpu, env=env, cwd=ROOT,
-                                   log=self.log_path)
+        command = [PYTHON, "app.py", "--processes", str(self.args.processes)]
+        self.gw_proc = procs.start(command, cpu=self.args.gateway_cpu, env=env, cwd=ROOT, log=self.log_path)
         procs.wait_http(f"http://127.0.0.1:{port}/", self.gw_proc, log=self.log_path)
         self.admin_token, self.gw_port = admin, port
-        self.layout.insert(0, f"gateway pid {self.gw_proc.pid}: {where(self.args.gateway_cpu)}, `python app.py`, "
+        self.layout.insert(0, f"gateway pid {self.gw_proc.pid}: {where(self.args.gateway_cpu)}, `python app.py --processes {self.args.processes}`, "
                               f"MONGODB_URI={self.args.mongodb_uri}, LOG_LEVEL=WARNING, "
                               f"RATE_LIMIT_RPM={self.args.rate_limit_rpm} (every request counted, in memory and shared through the store each second as far below a limit; never reached)")
 
@@ -254,14 +254,14 @@ class Bench:
     async def measure(self, target: Target, cell: Cell, *, count: int | None = None,
                       seconds: float | None = None, timeout: float = 30.0, on_token=None) -> Measurement:
         gw_pid = self.gateway.pid if self.gateway else None
-        gw0 = procs.cpu_seconds(gw_pid) if gw_pid else None
+        gw0 = procs.tree_cpu_seconds(gw_pid) if gw_pid else None
         busy0 = procs.cpu_busy_seconds(self.args.gateway_cpu)
         load0 = procs.cpu_seconds(0) + procs.cpu_seconds(self.direct.pid)
         results, elapsed = await loadgen.run_load(
             "127.0.0.1", target.port, target.request(cell), CHECKS[cell.api, cell.stream],
             concurrency=cell.concurrency, count=count or self.args.count, seconds=seconds or self.args.seconds,
             timeout=timeout, on_token=on_token)
-        gw_cpu = procs.cpu_seconds(gw_pid) - gw0 if gw_pid and target.name == "gateway" else None
+        gw_cpu = procs.tree_cpu_seconds(gw_pid) - gw0 if gw_pid and target.name == "gateway" else None
         load_cpu = procs.cpu_seconds(0) + procs.cpu_seconds(self.direct.pid) - load0
         others = None
         if gw_cpu is not None and busy0 is not None:  # anything else that ran on the gateway's CPU
@@ -632,6 +632,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rate-limit-rpm", type=int, default=1_000_000_000,
                    help="the key's rate limit: counted on every request; 0 turns rate limiting off")
     p.add_argument("--mongodb-db", default="cheaplm_bench", help="database name with a real MongoDB")
+    p.add_argument("--processes", type=int, default=1, help="gateway processes (app.py --processes; "
+                   "above 1 needs --mongodb-uri); the gateway's CPU is summed over them")
     p.add_argument("--output", default=str(RESULTS / "latest.md"))
     p.add_argument("--publish", action="store_true", help=f"also write {PUBLISHED.relative_to(ROOT)}")
     args = p.parse_args(argv)

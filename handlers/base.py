@@ -17,13 +17,57 @@ import tornado.httputil
 import tornado.netutil
 import tornado.web
 from markupsafe import Markup
+from pymongo.errors import ConnectionFailure
 
+from services.accounts.keys import display_prefix
 from services.core.clock import as_utc
 from services.core.errors import GatewayError, InvalidRequest, NotFound, RequestTooLarge, error_type_for
 from services.core.money import fmt_credits
 from services.core.types import Principal
 
 log = logging.getLogger("cheaplm")
+# Tornado's own access logger name, so log configuration made for Tornado applies.
+access_log = logging.getLogger("tornado.access")
+
+DATABASE_RETRY_SECONDS = 5  # retry-after of a 503 while the database is unreachable
+
+
+def database_unavailable() -> GatewayError:
+    """What a request gets while the database is unreachable: it is refused (never served
+    unbilled) with 503 overloaded_error, which the SDKs retry after retry-after."""
+    return GatewayError("The gateway's database is unreachable; the request was not run and nothing was "
+                        "charged. Retry in a few seconds.", status=503, error_type="overloaded_error",
+                        headers={"retry-after": str(DATABASE_RETRY_SECONDS)})
+
+
+def log_request(handler: tornado.web.RequestHandler) -> None:
+    """The Application's `log_function`: one JSON line per request on `tornado.access`, and
+    the per-request metrics. Never a key, password, upstream key, cookie or prompt: the URI
+    is redacted, and only ids, counts and times are written."""
+    request, status = handler.request, handler.get_status()
+    latency_ms = round(request.request_time() * 1000, 2)
+    receipt = getattr(handler, "receipt", None)
+    principal = getattr(handler, "principal", None)
+    model = getattr(handler, "call_model", "") or ""
+    route = type(handler).__name__
+    services = handler.application.settings.get("services")
+    metrics = getattr(services, "metrics", None)
+    if metrics is not None:
+        metrics.request(route, status, model)
+    line = {"request_id": getattr(handler, "request_id", None), "method": request.method,
+            "path": redact_uri(request.uri or ""), "route": route, "status": status,
+            "latency_ms": latency_ms, "client": request.remote_ip,
+            "user_id": str(principal.user_id) if principal is not None else None,
+            "key_prefix": getattr(handler, "key_prefix", None), "model": model or None}
+    if receipt is not None and receipt.record is not None:
+        record = receipt.record
+        line.update(upstream=receipt.upstream or None, tokens=record.usage.total,
+                    input_tokens=record.usage.input_tokens, output_tokens=record.usage.output_tokens,
+                    credits=receipt.cost, ttft_ms=record.ttft_ms, usage_status=record.status)
+    if status >= 500:
+        access_log.warning("%s", orjson.dumps(line, default=str).decode())
+    elif access_log.isEnabledFor(logging.INFO):
+        access_log.info("%s", orjson.dumps(line, default=str).decode())
 
 def _trusted(address: str, networks: tuple) -> bool:
     try:
@@ -103,6 +147,10 @@ class BaseHandler(tornado.web.RequestHandler):
         # keys and cookies. Domain errors are expected outcomes, not worth a traceback.
         if isinstance(value, (GatewayError, tornado.web.HTTPError)):
             return
+        if isinstance(value, ConnectionFailure):
+            log.warning("database unreachable in %s %s (%s): %s", self.request.method, self.request.path,
+                        self.request_id, type(value).__name__)
+            return
         log.error("unexpected error in %s %s (%s)", self.request.method, self.request.path,
                   self.request_id, exc_info=(typ, value, tb))
 
@@ -111,6 +159,11 @@ class BaseHandler(tornado.web.RequestHandler):
         exc = exc_info[1] if exc_info else None
         if isinstance(exc, GatewayError):
             return exc
+        if isinstance(exc, ConnectionFailure):
+            metrics = getattr(self.services, "metrics", None)
+            if metrics is not None:
+                metrics.database_errors.inc()
+            return database_unavailable()
         if isinstance(exc, tornado.web.HTTPError) and exc.status_code < 500:
             return GatewayError(exc.log_message or self._reason, status=exc.status_code,
                                 error_type=error_type_for(exc.status_code))
@@ -158,7 +211,10 @@ class ApiHandler(BaseHandler):
 
     async def authenticate(self) -> Principal:
         """The caller's Principal; raises AuthenticationFailed / PermissionDenied."""
-        return await self.services.keys.authenticate(self.api_key())
+        key = self.api_key()
+        self.principal = await self.services.keys.authenticate(key)
+        self.key_prefix = display_prefix(key)
+        return self.principal
 
     def json_body(self) -> dict:
         """The request body as a JSON object; raises InvalidRequest."""
@@ -344,6 +400,8 @@ class PageHandler(BaseHandler):
         elif status_code == 403 and isinstance(exc, tornado.web.HTTPError) and self.current_user is None:
             # @tornado.web.authenticated refuses a signed-out POST (it redirects only GETs).
             message = "You are signed out: log in again, then resend the form."
+        elif isinstance(exc, ConnectionFailure):
+            message = "CheapLM is down for maintenance for a moment. Please try again in a few seconds."
         else:
             message = err.message
         for name, value in err.headers.items():
@@ -358,7 +416,7 @@ class PageHandler(BaseHandler):
 
 
 _ERROR_TITLES = {400: "That did not work", 403: "Not allowed", 404: "Page not found",
-                 405: "Not allowed", 413: "Too large", 429: "Slow down"}
+                 405: "Not allowed", 413: "Too large", 429: "Slow down", 503: "Down for maintenance"}
 
 
 class NotFoundPageHandler(PageHandler):

@@ -70,6 +70,16 @@ class Settings:
     login_window_seconds: int = _setting(900, "Length of the log-in / sign-up throttle window, in seconds.")
     header_timeout: float = _setting(60.0, "Seconds a client may take to send a request's headers "
                                      "(also how long an idle keep-alive connection stays open).")
+    shutdown_grace_seconds: float = _setting(30.0, "On SIGTERM, seconds the streams in flight may take to "
+                                             "finish; those still open then end with an in-band error "
+                                             "event, billed for what they delivered.")
+    instance_lease_seconds: float = _setting(30.0, "Each process's lease in the database, renewed every "
+                                             "third of it; the holds of a process whose lease ran out "
+                                             "are released by the others.")
+    database_timeout_seconds: float = _setting(2.0, "Seconds to find a reachable database before a request "
+                                               "fails with 503 (and the driver's connect timeout).")
+    metrics_token: str = _setting("", "Bearer token for GET /metrics (16+ characters); empty: /metrics "
+                                  "answers 404.")
     processes: int = _setting(1, "Gateway processes on this host sharing the port (`--processes N` "
                               "overrides); above 1 needs a real MongoDB.")
     log_level: str = _setting("INFO", "Python logging level.")
@@ -139,6 +149,10 @@ class Settings:
         self.trusted_networks  # raises ConfigError for a bad entry
         if bool(self.admin_username) != bool(self.admin_password):
             raise ConfigError("ADMIN_USERNAME and ADMIN_PASSWORD must be set together")
+        if self.metrics_token and len(self.metrics_token) < 16:
+            raise ConfigError("METRICS_TOKEN must be at least 16 characters")
+        if self.instance_lease_seconds <= 0 or self.database_timeout_seconds <= 0:
+            raise ConfigError("INSTANCE_LEASE_SECONDS and DATABASE_TIMEOUT_SECONDS must be positive")
         if self.processes < 1:
             raise ConfigError(f"PROCESSES must be at least 1, got {self.processes}")
         if self.processes > 1 and self.embedded:

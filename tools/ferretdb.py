@@ -202,11 +202,11 @@ class Server:
     def command(self) -> list[str]:
         if self.binary.kind == "mongod":
             db = self.data / "db"
-            db.mkdir()
+            db.mkdir(exist_ok=True)
             return [self.binary.path, "--dbpath", str(db), "--port", str(self.port), "--bind_ip", "127.0.0.1",
                     "--quiet"]
         db = self.data / "sqlite"
-        db.mkdir()
+        db.mkdir(exist_ok=True)
         # debug-addr "-": no metrics/probe listener (a fixed port would collide between runs).
         # synchronous(normal): in SQLite's WAL mode a commit survives the server being
         # killed, only not a power cut; twice the writes per second of the default (full).
@@ -232,6 +232,13 @@ class Server:
         tail = self.log_path.read_text(errors="replace").strip().splitlines()[-3:]
         self.stop()
         raise ServerUnavailable(f"{self.binary.kind} did not start on port {self.port}: {' | '.join(tail)}")
+
+    def halt(self) -> None:
+        """Kill the server at once (an outage, not a clean shutdown) but keep its port and
+        data: `start()` brings the same one back."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL after 10 s) and delete its data."""

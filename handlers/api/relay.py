@@ -90,8 +90,9 @@ class RelayHandler(ApiHandler):
     async def relay(self, principal: Principal, request: UpstreamRequest, adapter: Adapter, *,
                     query: str = "") -> None:
         """Make the billed call (services/gateway/relay.py) and finish the answer it wrote."""
+        self.call_model = request.model.id
         try:
-            await self.services.relay.relay(principal, request, adapter, self.sink, request_id=self.request_id,
+            self.receipt = await self.services.relay.relay(principal, request, adapter, self.sink, request_id=self.request_id,
                                             endpoint=self.endpoint, client_headers=self.request.headers,
                                             query=query)
         finally:

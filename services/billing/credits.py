@@ -4,7 +4,9 @@ Every balance change is one conditional `find_one_and_update` on the user docume
 (no multi-document transactions). A user document carries
     balance  — micro-credits available to new requests
     held     — micro-credits reserved by requests in flight
-    holds    — ["<request id> <amount> <unix time>[ <capped key id>]", …] one per request in flight
+    holds    — ["<request id> <amount> <unix time>[ <capped key id>][ @<instance id>]", …] one per
+               request in flight; the instance is the process that placed it (its lease in
+               `instances` says whether that process is alive: services/gateway/instances.py)
 so "credits" as the user sees them are balance + held. Placing a hold moves micro-credits
 from balance to held and pushes the entry; settling pulls the entry (matching the entry
 makes settlement idempotent) and moves hold − cost back to balance, in the same update.
@@ -71,14 +73,23 @@ class Hold:
     entry: str = ""  # its entry in the user's `holds` array
 
 
-def hold_entry(request_id: str, amount: int, at: float, capped_key_id=None) -> str:
+def hold_entry(request_id: str, amount: int, at: float, capped_key_id=None, instance: str | None = None) -> str:
     entry = f"{request_id} {amount} {int(at)}"
-    return f"{entry} {capped_key_id}" if capped_key_id is not None else entry
+    if capped_key_id is not None:
+        entry = f"{entry} {capped_key_id}"
+    return f"{entry} @{instance}" if instance else entry
+
+
+def hold_instance(entry: str) -> str | None:
+    """The id of the instance (process) that placed a hold entry; None for entries without one."""
+    last = entry.rsplit(" ", 1)[-1]
+    return last[1:] if last.startswith("@") else None
 
 
 def parse_hold_entry(entry: str) -> tuple[str, int, dt.datetime, str | None]:
     """(request id, amount, placed at, id of the key whose credit cap it also holds) of an entry."""
-    request_id, amount, at, *key = entry.split(" ")
+    request_id, amount, at, *rest = entry.split(" ")
+    key = [field for field in rest if not field.startswith("@")]
     return request_id, int(amount), dt.datetime.fromtimestamp(int(at), dt.timezone.utc), (key or [None])[0]
 
 
@@ -97,6 +108,7 @@ class BillingService:
     db: object
     usage: UsageService
     keys: KeyService  # key credit caps move through the key service, which owns api_keys
+    instance_id: str | None = None  # this process's lease (services/gateway/instances.py), put in its holds
 
     @staticmethod
     def hold_amount(model: Model, est_input_tokens: int, max_tokens: int) -> int:
@@ -119,7 +131,8 @@ class BillingService:
                     f"cover this request's hold of {fmt_credits(amount)} credits. Raise the key's cap "
                     f"or lower max_tokens.", code="key_credit_cap")
             hold.key_capped = True
-        hold.entry = hold_entry(request_id, amount, time.time(), principal.key_id if hold.key_capped else None)
+        hold.entry = hold_entry(request_id, amount, time.time(), principal.key_id if hold.key_capped else None,
+                                instance=self.instance_id)
         placed = await self.db.users.find_one_and_update(
             {"_id": principal.user_id, "frozen": {"$ne": True}, "balance": {"$gte": amount}},
             {"$inc": {"balance": -amount, "held": amount}, "$push": {"holds": hold.entry}})
@@ -269,15 +282,32 @@ class BillingService:
         cursor = cursor.sort([("created_at", -1), ("_id", -1)]).skip(skip).limit(limit)
         return await cursor.to_list(limit)
 
-    async def release_stale_holds(self, *, older_than: dt.datetime) -> int:
-        """Release holds placed before `older_than` (their process died before settling) and
-        write an `abandoned` usage record for each. Returns how many were released."""
+    async def resettle(self, hold: Hold, record: CallRecord) -> Receipt | None:
+        """Retry a settlement that failed on a database error: settles only while the hold's
+        entry is still in the user document (so a first attempt that did land is not charged
+        again); returns None when there was nothing left to settle."""
+        if await self.db.users.find_one({"_id": hold.principal.user_id, "holds": hold.entry}, {"_id": 1}) is None:
+            if await self.db.usage.find_one({"request_id": hold.request_id}, {"_id": 1}) is None:
+                log.error("settlement of %s: the credits moved but its usage record was lost", hold.request_id)
+            return None
+        hold.settled = False
+        return await self.settle(hold, record)
+
+    async def release_stale_holds(self, *, older_than: dt.datetime, alive: set[str] | None = None) -> int:
+        """Release the holds of processes that died before settling them, and write an
+        `abandoned` usage record for each: with `alive` (the instance ids whose lease is in
+        force), every hold placed by an instance not in it; holds that name no instance (and,
+        without `alive`, every hold) when placed before `older_than`. Returns how many."""
         released = 0
         users = await self.db.users.find({"holds.0": {"$exists": True}}, {"holds": 1}).to_list(None)
         for user in users:
             for entry in user.get("holds", []):
                 request_id, amount, at, capped_key = parse_hold_entry(entry)
-                if at >= older_than:
+                instance = hold_instance(entry)
+                if instance is not None and alive is not None:
+                    if instance in alive:
+                        continue
+                elif at >= older_than:
                     continue
                 done = await self.db.users.find_one_and_update(
                     {"_id": user["_id"], "holds": entry},

@@ -5,8 +5,10 @@ expired by a TTL index). While a key is far below its limit, each process counts
 requests in memory and adds them to the shared count once a second (one `$inc` per key
 instead of one per request), at most 5% of the limit at a time; once the shared count
 plus the local one reaches half the limit, every request is counted in MongoDB before it
-is let through. So one process enforces the limit exactly, and N processes let through
-at most (N − 1) × 5% more in a minute (requests another process had not yet shared).
+is let through; so is every request that arrives while one of its process's additions is
+in flight (a burst sees no stale count). So one process enforces the limit exactly, and N
+processes let through at most (N − 1) × 5% more in a minute (requests another process had
+not yet shared); tests/test_processes.py checks it with 3 processes and a burst of 90.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ class _Window:
     minute: int
     shared: int = 0   # the key's count in MongoDB (all processes) at the last sync
     pending: int = 0  # requests let through here and not yet added to the shared count
+    adding: int = 0   # requests being added to the shared count right now (not in `shared` yet)
 
 
 @dataclass
@@ -50,13 +53,20 @@ class RateLimitService:
         window = self._windows.get(principal.key_id)
         if window is None or window.minute != minute:
             window = self._windows[principal.key_id] = _Window(minute)
-        if (window.shared + window.pending + 1) * 2 <= limit and window.pending < limit // 20:
+        # In memory only while the shared count is known: with an addition in flight (a
+        # burst), every request waits for its own count, or a burst would pass on a stale view.
+        if (not window.adding and (window.shared + window.pending + 1) * 2 <= limit
+                and window.pending < limit // 20):
             window.pending += 1
             if self._sync_timer is None:
                 self._sync_timer = asyncio.get_running_loop().call_later(self.sync_seconds, self._sync_soon)
             return
         count, window.pending = window.pending + 1, 0
-        window.shared = max(window.shared, await self._add(principal.key_id, minute, count))
+        window.adding += count  # concurrent requests here must see them before `_add` returns
+        try:
+            window.shared = max(window.shared, await self._add(principal.key_id, minute, count))
+        finally:
+            window.adding -= count
         if window.shared > limit:
             retry = max(1, int((minute + 1) * 60 - now + 0.999))
             raise RateLimited(f"Rate limit exceeded: this key may make {limit} requests per minute. "

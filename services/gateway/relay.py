@@ -14,20 +14,23 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import httpx
 import orjson
 
 from services.billing.credits import BillingService, Hold, Receipt
-from services.core.errors import GatewayError, UpstreamError
-from services.core.money import fmt_credits
+from services.core.errors import GatewayError, RateLimited, UpstreamError
+from services.core.money import cost_micro, fmt_credits
 from services.core.types import Principal, Usage
+from services.gateway.metrics import Metrics
 from services.gateway.ratelimit import RateLimitService
+from services.gateway.settlements import PendingSettlements
 from services.gateway.upstream import UpstreamService, pass_back_headers
 from services.protocols.adapter import Adapter, UpstreamRequest
 from services.protocols.sse import EventBuffer
+from services.store.db import PyMongoError
 
 log = logging.getLogger(__name__)
 
@@ -86,17 +89,22 @@ class RelayReceipt:
     cost: int     # micro-credits charged
     balance: int  # the user's credits (balance + held) right after settlement
     status: int   # the usage record's status
+    record: CallRecord | None = None  # the usage record (tokens, latency, TTFT) for the access log
+    model: str = ""
+    upstream: str = ""  # the upstream host that answered
 
 
 class _Call:
     """One call's billing state, shared by the relay, the pump and settlement."""
 
-    __slots__ = ("_billing", "_settling", "adapter", "hold", "record", "started")
+    __slots__ = ("_billing", "_pending", "_settling", "adapter", "hold", "record", "started", "stopping")
 
     def __init__(self, billing: BillingService, hold: Hold, adapter: Adapter, record: CallRecord,
-                 started: float) -> None:
+                 started: float, pending: PendingSettlements | None = None) -> None:
         self._billing, self.hold, self.adapter, self.record, self.started = billing, hold, adapter, record, started
+        self._pending = pending
         self._settling: asyncio.Future | None = None
+        self.stopping = False  # the gateway is shutting down and ends this stream
 
     @property
     def settled(self) -> bool:
@@ -115,8 +123,19 @@ class _Call:
         cannot cut settlement in half (it completes, and the caller sees CancelledError)."""
         if self._settling is None:
             self.record.latency_ms = self.elapsed_ms()
-            self._settling = asyncio.ensure_future(self._billing.settle(self.hold, self.record))
+            self._settling = asyncio.ensure_future(self._settle_or_keep())
         return await asyncio.shield(self._settling)
+
+    async def _settle_or_keep(self) -> Receipt:
+        """Settle; if the database fails, keep the settlement for retrying (the tokens were
+        used) and answer with the cost it will charge and an unknown (-1) balance."""
+        try:
+            return await self._billing.settle(self.hold, self.record)
+        except PyMongoError as exc:
+            if self._pending is None:
+                raise
+            self._pending.keep(self.hold, self.record, exc)
+            return Receipt(cost_micro(self.record.usage.total, self.hold.model.price_per_1k_micro), -1)
 
 
 @dataclass
@@ -126,6 +145,40 @@ class RelayService:
     billing: BillingService
     upstream: UpstreamService
     ratelimit: RateLimitService
+    metrics: Metrics | None = None
+    pending: PendingSettlements | None = None
+    _calls: set = field(default_factory=set)     # _Call of every billed call in flight
+    _streams: dict = field(default_factory=dict)  # pump task -> _Call of every stream in flight
+    _draining: bool = False  # shutting down: new calls are refused
+
+    @property
+    def in_flight(self) -> int:
+        """Billed calls in flight (each has a hold outstanding)."""
+        return len(self._calls)
+
+    @property
+    def open_streams(self) -> int:
+        return len(self._streams)
+
+    async def drain(self, grace: float) -> None:
+        """For shutdown (after the server stopped accepting): let calls in flight finish for up
+        to `grace` seconds, then end every stream still open with an in-band error event,
+        billed for what it delivered, and wait for every call to settle."""
+        self._draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self._calls and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        if self._streams:
+            log.warning("shutdown: ending %d open streams", len(self._streams))
+        for pump, call in list(self._streams.items()):
+            if call.settled:  # its final event is being written
+                continue
+            call.stopping = True
+            pump.cancel()
+        deadline = loop.time() + 10
+        while self._calls and loop.time() < deadline:
+            await asyncio.sleep(0.05)
 
     async def relay(self, principal: Principal, request: UpstreamRequest, adapter: Adapter, sink: Sink, *,
                     request_id: str, endpoint: str, client_headers: Mapping[str, str],
@@ -141,12 +194,22 @@ class RelayService:
         is settled before its final event is written, so the balance is final when it ends.
         """
         started = time.monotonic()
-        await self.ratelimit.check(principal)
+        if self._draining:
+            raise GatewayError("The gateway is restarting; retry the request.", status=503,
+                               error_type="overloaded_error", headers={"retry-after": "1"})
+        try:
+            await self.ratelimit.check(principal)
+        except RateLimited:
+            if self.metrics is not None:
+                self.metrics.rate_limited.inc()
+            raise
         hold = await self.billing.hold(principal, request.model, request_id=request_id,
                                        est_input_tokens=request.est_input_tokens, max_tokens=request.max_tokens)
-        call = _Call(self.billing, hold, adapter, CallRecord(endpoint, request.stream, adapter.tracker.usage), started)
+        call = _Call(self.billing, hold, adapter, CallRecord(endpoint, request.stream, adapter.tracker.usage), started,
+                     self.pending)
         response: httpx.Response | None = None
         answer: bytes | None = None
+        self._calls.add(call)
         try:
             response = await self.upstream.open("/v1/messages", request.body, client_headers, query=query,
                                                  stream=request.stream)
@@ -170,13 +233,27 @@ class RelayService:
                 if response is not None:
                     await response.aclose()
             finally:
-                receipt = await call.settle()
+                try:
+                    receipt = await call.settle()
+                finally:
+                    self._calls.discard(call)
+                self._observe(call, receipt)
         if answer is not None:
             sink.start(200, {**headers, "Content-Type": adapter.content_type,
                              "x-cheaplm-credits-used": fmt_credits(receipt.cost),
-                             "x-cheaplm-credits-remaining": fmt_credits(receipt.balance)})
+                             # unknown while a settlement waits for the database
+                             "x-cheaplm-credits-remaining": fmt_credits(receipt.balance) if receipt.balance >= 0
+                             else "unknown"})
             await _deliver(sink, answer)
-        return RelayReceipt(receipt.cost, receipt.balance, call.record.status)
+        return RelayReceipt(receipt.cost, receipt.balance, call.record.status, call.record, hold.model.id,
+                            response.request.url.host if response is not None else "")
+
+    def _observe(self, call: _Call, receipt: Receipt) -> None:
+        if self.metrics is None:
+            return
+        record = call.record
+        self.metrics.call(call.hold.model.id, latency_ms=record.latency_ms, ttft_ms=record.ttft_ms,
+                          tokens=record.usage.as_dict(), credits=receipt.cost)
 
     async def _read(self, response: httpx.Response, adapter: Adapter) -> bytes:
         """A non-streamed answer, counted and translated."""
@@ -194,12 +271,29 @@ class RelayService:
         sink.start(200, {**headers, **STREAM_HEADERS}, heartbeat=call.adapter.keepalive)
         pump = asyncio.ensure_future(self._pump(response, call, sink))
         sink.on_close(pump.cancel)
+        self._streams[pump] = call
         try:
             await pump
         except (asyncio.CancelledError, Exception):
+            if call.stopping and not sink.closed and not asyncio.current_task().cancelling():
+                await self._shutdown(call, sink)
+                return
             if not sink.closed or asyncio.current_task().cancelling():
                 raise
             self._client_gone(call)
+        finally:
+            self._streams.pop(pump, None)
+
+    async def _shutdown(self, call: _Call, sink: Sink) -> None:
+        """The gateway is stopping: end the stream with an in-band error event, billed for
+        what it delivered (like a client that left)."""
+        if not call.settled:
+            tracker = call.adapter.tracker
+            if not tracker.final_usage:
+                tracker.usage.output_tokens = max(tracker.usage.output_tokens, tracker.estimated_output())
+        await self._stream_error(call, sink, GatewayError(
+            "The gateway is restarting; this stream was ended before it finished. Retry the request.",
+            status=503, error_type="overloaded_error"))
 
     async def _pump(self, response: httpx.Response, call: _Call, sink: Sink) -> None:
         adapter, record, tracker = call.adapter, call.record, call.adapter.tracker

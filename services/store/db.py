@@ -37,7 +37,12 @@ def connect(settings: Settings):
     else:
         from pymongo import AsyncMongoClient
 
-        client = AsyncMongoClient(settings.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=5000)
+        # Bounded waits: with the database gone a request fails (503) within about
+        # DATABASE_TIMEOUT_SECONDS instead of hanging; a single operation may take longer
+        # (socketTimeoutMS) before it counts as failed.
+        timeout_ms = int(settings.database_timeout_seconds * 1000)
+        client = AsyncMongoClient(settings.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=timeout_ms,
+                                    connectTimeoutMS=timeout_ms, socketTimeoutMS=max(60_000, 5 * timeout_ms))
     return client, Database(client[settings.mongodb_db])
 
 
