@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import json
 import re
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -291,3 +294,98 @@ def test_api_keys_in_a_query_string_are_not_logged(gateway, caplog):
     lines = [rec.getMessage() for rec in caplog.records if rec.name == "tornado.access"]
     assert len(lines) >= 4 and all(key not in line for line in lines)
     assert any(re.search(r"api_key=\[redacted\]&beta=true", line) for line in lines)
+
+
+# ---------------------------------------------------------------- 1: bodies without a key
+
+def raw_request(gw, head: str, body: bytes = b"") -> socket.socket:
+    """Open a connection and send `head` (request line and headers, no blank line) and the
+    first bytes of a body; the caller reads what comes back."""
+    sock = socket.create_connection(("127.0.0.1", int(gw.url.rsplit(":", 1)[1])), timeout=20)
+    sock.sendall(head.encode("latin-1") + b"\r\n\r\n" + body)
+    return sock
+
+
+def read_answer(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """Everything the server sends until it closes the connection: (status, headers, body);
+    status 0 when it closed without answering."""
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except ConnectionResetError:  # closed with body bytes unread: what came before stands
+        pass
+    sock.close()
+    if not data:
+        return 0, {}, b""
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+    return int(lines[0].split()[1]), {k.lower(): v for k, v in headers.items()}, body
+
+
+def api_error(status_body: tuple[int, dict, bytes], status: int, error_type: str) -> str:
+    got, _, body = status_body
+    assert got == status, (got, body)
+    payload = json.loads(body)
+    assert payload["type"] == "error" and payload["error"]["type"] == error_type, payload
+    return payload["error"]["message"]
+
+
+def budget_used(gw) -> int:
+    budget = gw.app.settings.get("body_budget")
+    return budget.used if budget is not None else 0
+
+
+def test_bodies_without_a_key_are_refused_at_the_headers(gateway_factory):
+    """20 connections without a valid key each declare a 512 kB body and stall after the
+    headers: every one gets its 401 without sending any of it, the connection is closed, and
+    nothing is buffered (the gateway holds no reservation)."""
+    gw = gateway_factory(max_body_mb=1)
+    socks = [raw_request(gw, f"POST /v1/messages HTTP/1.1\r\nHost: x\r\nx-api-key: sk-wrong-{i}\r\n"
+                             f"Content-Type: application/json\r\nContent-Length: {512 * 1024}")
+             for i in range(20)]
+    answers = [read_answer(s) for s in socks]
+    for answer in answers:
+        assert "API key" in api_error(answer, 401, "authentication_error")
+    assert budget_used(gw) == 0 and gw.fake.requests == []
+
+
+def test_an_over_long_content_length_is_a_413_at_the_headers(gateway_factory):
+    """A declared body above MAX_BODY_MB is refused before it is sent, with or without a key."""
+    gw = gateway_factory(max_body_mb=1)
+    _, key = gw.user_with_key(10)
+    for auth in (f"x-api-key: {key}", "x-api-key: sk-nope"):
+        answer = read_answer(raw_request(gw, f"POST /v1/messages HTTP/1.1\r\nHost: x\r\n{auth}\r\n"
+                                             f"Content-Length: {60 * 1024 * 1024}"))
+        assert "limit is 1048576 bytes" in api_error(answer, 413, "request_too_large")
+    assert gw.fake.requests == []
+
+
+def test_bodies_in_flight_are_bounded_and_slow_bodies_time_out(gateway_factory):
+    """With MAX_BODIES_MB=1 and 400 kB bodies, two stalled bodies fit; the third is refused
+    at its headers with 503 and retry-after; stalled bodies are cut off after BODY_TIMEOUT
+    and their reservation released."""
+    gw = gateway_factory(max_body_mb=1, max_bodies_mb=1, body_timeout=1)
+    _, key = gw.user_with_key(10)
+    head = (f"POST /v1/messages HTTP/1.1\r\nHost: x\r\nx-api-key: {key}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {400 * 1024}")
+    stalled = [raw_request(gw, head, b"{") for _ in range(2)]
+    for _ in range(200):  # both reservations placed (the gateway read their headers)
+        if budget_used(gw) == 800 * 1024:
+            break
+        time.sleep(0.02)
+    third = read_answer(raw_request(gw, head, b"{"))
+    api_error(third, 503, "overloaded_error")
+    assert third[1]["retry-after"] == "1"
+    for sock in stalled:  # closed by BODY_TIMEOUT without an answer
+        assert read_answer(sock)[0] == 0
+    for _ in range(200):  # released as each connection's close is handled
+        if budget_used(gw) == 0:
+            break
+        time.sleep(0.02)
+    assert budget_used(gw) == 0 and gw.fake.requests == []
+    # After that, a whole body goes through.
+    r = httpx.post(gw.url + "/v1/messages", headers={"x-api-key": key},
+                   json={"model": "claude-sonnet-4", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 200, r.text
