@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from services.core.money import to_micro
+from tests.fake_upstream import Scenario
 from tests.test_pages import PASSWORD, Site, inline_error, signed_in
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -389,3 +390,253 @@ def test_bodies_in_flight_are_bounded_and_slow_bodies_time_out(gateway_factory):
     r = httpx.post(gw.url + "/v1/messages", headers={"x-api-key": key},
                    json={"model": "claude-sonnet-4", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]})
     assert r.status_code == 200, r.text
+
+
+# ---------------------------------------------------------------- 5: overdraft
+
+SONNET_MICRO_PER_TOKEN = 130  # claude-sonnet-4: 0.13 credits per 1k tokens
+
+
+def text_call(gw, key: str, text: str, *, headers: dict | None = None, max_tokens: int = 5) -> httpx.Response:
+    return httpx.post(gw.url + "/v1/messages", headers={"x-api-key": key, **(headers or {})}, timeout=30,
+                      json={"model": "claude-sonnet-4", "max_tokens": max_tokens,
+                            "messages": [{"role": "user", "content": text}]})
+
+
+def test_concurrent_overdraft_stays_within_the_holds(gateway):
+    """A user with 1.1 credits sends 20 concurrent requests of ~2,000 bytes whose upstream
+    reports 1,990 input tokens each (almost one per byte: the most the body can hold, four
+    times half its bytes). Every hold covers its call's real cost, so the balance never goes
+    below zero (before: 7 calls passed holds of half the bytes and the balance ended at
+    −0.7 credits)."""
+    username, key = gateway.user_with_key(1.1)
+    text = "x" * 1900
+    gateway.fake.default = Scenario(usage={"input_tokens": 1990, "output_tokens": 5})
+
+    async def storm() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
+            body = {"model": "claude-sonnet-4", "max_tokens": 5, "messages": [{"role": "user", "content": text}]}
+            return await asyncio.gather(*(client.post("/v1/messages", headers={"x-api-key": key}, json=body)
+                                          for _ in range(20)))
+    statuses = [r.status_code for r in asyncio.run(storm())]
+    assert set(statuses) <= {200, 402, 403} and 200 in statuses, statuses
+    balance, held = gateway.micro_balance(username)
+    rows = gateway.usage(username)
+    assert held == 0 and balance >= 0, balance
+    assert all(r["overage"] == 0 and r["credits"] <= r["hold"] for r in rows)
+    assert balance == to_micro(1.1) - sum(r["credits"] for r in rows)
+
+
+def test_unbounded_input_overage_is_recorded_and_a_negative_balance_refuses_calls(gateway):
+    """With a long-context beta the input is not bounded by the body: the hold covers the
+    model's max_input (200k tokens), the upstream reports 300k, the real cost is debited and
+    the 100k-token overage is on the usage record and the ledger entry; the balance is then
+    below zero, by exactly that overage at most, and the next call is a 403."""
+    username, key = gateway.user_with_key(30)
+    gateway.fake.enqueue(Scenario(usage={"input_tokens": 300_000, "output_tokens": 5}))
+    r = text_call(gateway, key, "hi", headers={"anthropic-beta": "context-1m-2025-08-07"})
+    assert r.status_code == 200, r.text
+    row = gateway.usage(username)[0]
+    assert row["hold"] == (200_000 + 5) * SONNET_MICRO_PER_TOKEN
+    assert row["credits"] == 300_005 * SONNET_MICRO_PER_TOKEN
+    assert row["overage"] == row["credits"] - row["hold"] == 100_000 * SONNET_MICRO_PER_TOKEN
+    usage_entry = [e for e in ledger_rows(gateway, username) if e["kind"] == "usage"][0]
+    assert usage_entry["overage"] == row["overage"]
+    balance, held = gateway.micro_balance(username)
+    assert held == 0 and -row["overage"] <= balance == to_micro(30) - row["credits"] < 0
+    refused = text_call(gateway, key, "again")
+    assert refused.status_code == 403 and refused.json()["error"] == {
+        "type": "permission_error", "message": "Insufficient balance. Please top up your account."}
+    assert len(gateway.fake.requests) == 1
+
+
+def test_a_url_image_holds_the_configured_amount(gateway_factory):
+    """Input the body cannot bound (an image by URL) is held at UNBOUNDED_INPUT_TOKENS more."""
+    gw = gateway_factory(unbounded_input_tokens=50_000)
+    username, key = gw.user_with_key(100)
+    content = [{"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}},
+               {"type": "text", "text": "what is it?"}]
+    r = httpx.post(gw.url + "/v1/messages", headers={"x-api-key": key}, timeout=30,
+                   json={"model": "claude-sonnet-4", "max_tokens": 5, "messages": [{"role": "user", "content": content}]})
+    assert r.status_code == 200, r.text
+    assert gw.usage(username)[0]["hold"] >= (50_000 + 5) * SONNET_MICRO_PER_TOKEN
+
+
+# ---------------------------------------------------------------- 6: output after a disconnect
+
+def test_output_estimate_follows_the_delivered_text():
+    """Known token counts: one-token deltas count one token each (before: 17 tokens for 3
+    deltas of a long envelope); longer text counts ~4 bytes a token, never more than its
+    bytes; thinking and tool-input text count too; signatures do not."""
+    from services.protocols.anthropic import AnthropicPassthrough
+
+    def ev(index: int, delta: dict) -> bytes:
+        return (b"event: content_block_delta\ndata: " + json.dumps(
+            {"type": "content_block_delta", "index": index, "delta": delta}).encode() + b"\n\n")
+
+    adapter = AnthropicPassthrough()
+    adapter.events([ev(12, {"type": "text_delta", "text": w}) for w in (" one", " two", " six")])
+    assert adapter.tracker.estimated_output() == 3
+    adapter.events([ev(13, {"type": "signature_delta", "signature": "E" * 400})])
+    assert adapter.tracker.estimated_output() == 3
+    # 100 words of ~5 bytes a word (about 100-130 tokens of English): 500 bytes → 125.
+    adapter = AnthropicPassthrough()
+    adapter.events([ev(0, {"type": "thinking_delta", "thinking": " word" * 50}),
+                    ev(1, {"type": "input_json_delta", "partial_json": " word" * 50})])
+    estimate = adapter.tracker.estimated_output()
+    assert 100 <= estimate <= 130 and estimate <= 500  # tolerance: ±30% of ~100 tokens
+
+
+def test_a_disconnect_bills_at_most_the_deltas_delivered(gateway):
+    """Over HTTP: one-word deltas, the client leaves after three: the output billed is at
+    least those three and at most the deltas the upstream had sent."""
+    username, key = gateway.user_with_key()
+    gateway.fake.enqueue(Scenario(text=" ".join(["go"] * 200), chunks=200, delay=0.05))
+    with httpx.stream("POST", gateway.url + "/v1/messages", headers={"x-api-key": key}, timeout=20,
+                      json={"model": "claude-sonnet-4", "max_tokens": 1000, "stream": True,
+                            "messages": [{"role": "user", "content": "hi"}]}) as r:
+        seen = 0
+        for line in r.iter_lines():
+            seen += line.startswith("event: content_block_delta")
+            if seen == 3:
+                break
+    rec = gateway.fake.requests[-1]
+    row = wait_usage(gateway, username)
+    deltas_sent = rec.events_sent - 3  # message_start, content_block_start, ping
+    assert row["status"] == 499 and 3 <= row["output_tokens"] <= deltas_sent, (row, deltas_sent)
+
+
+def wait_usage(gw, username: str, count: int = 1) -> dict:
+    for _ in range(250):
+        rows = gw.usage(username)
+        if len(rows) >= count:
+            return rows[0]
+        time.sleep(0.02)
+    raise AssertionError("no usage record written")
+
+
+# ---------------------------------------------------------------- 7: failed streams cost nothing
+
+@pytest.mark.parametrize(("scenario", "settings"), [
+    pytest.param(Scenario(chunks=6, error_after=2), {}, id="error-event"),
+    pytest.param(Scenario(chunks=3, delay=5), {"upstream_idle_timeout": 0.3}, id="idle-timeout"),
+])
+def test_a_failed_stream_costs_nothing(gateway_factory, scenario, settings):
+    """A mid-stream upstream error or an idle upstream: the call is recorded (502, its
+    tokens kept, charge_waived) and charged nothing; no ledger entry."""
+    gw = gateway_factory(**settings)
+    username, key = gw.user_with_key(10)
+    gw.fake.enqueue(scenario)
+    r = httpx.post(gw.url + "/v1/messages", headers={"x-api-key": key}, timeout=30,
+                   json={"model": "claude-sonnet-4", "max_tokens": 100, "stream": True,
+                         "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 200 and "event: error" in r.text
+    row = wait_usage(gw, username)
+    assert (row["status"], row["credits"], row["charge_waived"]) == (502, 0, True)
+    assert row["input_tokens"] == 25 and row["error"]
+    assert gw.micro_balance(username) == (to_micro(10), 0)
+    assert [e["kind"] for e in ledger_rows(gw, username)] == ["adjustment"]
+
+
+# ---------------------------------------------------------------- 8: forwarded headers
+
+FORWARDED = ("anthropic-version", "anthropic-beta", "anthropic-workspace-id")
+ROUTES = (("/v1/messages", {"model": "claude-sonnet-4", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}),
+          ("/v1/chat/completions", {"model": "claude-sonnet-4", "messages": [{"role": "user", "content": "hi"}]}),
+          ("/v1/messages/count_tokens", {"model": "claude-sonnet-4", "messages": [{"role": "user", "content": "hi"}]}))
+
+
+@pytest.mark.parametrize("header", FORWARDED)
+def test_a_non_ascii_forwarded_header_is_a_400_naming_it(gateway, header):
+    """A non-ASCII byte (UTF-8 é) or a NUL in a forwarded header, on every route that forwards
+    it: 400 invalid_request_error naming the header, no upstream call, nothing debited."""
+    username, key = gateway.user_with_key(10)
+    for path, body in ROUTES:
+        for value in (b"caf\xc3\xa9", b"2023\x00x"):
+            raw = json.dumps(body).encode()
+            sock = raw_request(gateway, f"POST {path} HTTP/1.1\r\nHost: x\r\nx-api-key: {key}\r\n"
+                                        f"Content-Type: application/json\r\nContent-Length: {len(raw)}\r\n"
+                                        f"{header}: " + value.decode("latin-1"), raw)
+            status, _, answer = read_answer_once(sock)
+            assert status == 400, (path, value, answer)
+            if answer:  # Tornado itself refuses a NUL in a header line, before the handler
+                message = json.loads(answer)["error"]["message"]
+                assert header in message and json.loads(answer)["error"]["type"] == "invalid_request_error"
+    assert gateway.fake.requests == []
+    assert gateway.micro_balance(username) == (to_micro(10), 0)
+
+
+def read_answer_once(sock: socket.socket) -> tuple[int, dict, bytes]:
+    """One keep-alive answer with a Content-Length (or one the server closed)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v for k, v in (line.split(": ", 1) for line in lines[1:] if ": " in line)}
+    while len(body) < int(headers.get("content-length", 0)):
+        body += sock.recv(65536)
+    sock.close()
+    return (int(lines[0].split()[1]) if data else 0), headers, body
+
+
+# ---------------------------------------------------------------- 11: count_tokens
+
+COUNT = {"model": "claude-sonnet-4", "messages": [{"role": "user", "content": "count me"}]}
+
+
+def count_requests(gw) -> int:
+    return sum(1 for r in gw.fake.requests if r.path.endswith("count_tokens"))
+
+
+def test_count_tokens_follows_the_keys_rate_limit(gateway):
+    """A key limited to 2 requests a minute: 2 counts pass, the rest are 429 with
+    retry-after and never reach the upstream."""
+    username = gateway.create_user(10)
+    key = gateway.create_key(username, rpm=2)
+    answers = [httpx.post(gateway.url + "/v1/messages/count_tokens", headers={"x-api-key": key},
+                          json={**COUNT, "messages": [{"role": "user", "content": f"count {i}"}]})
+               for i in range(6)]
+    assert [a.status_code for a in answers] == [200, 200, 429, 429, 429, 429]
+    assert answers[2].json()["error"]["type"] == "rate_limit_error" and answers[2].headers["retry-after"]
+    assert count_requests(gateway) == 2
+
+
+def test_count_tokens_needs_credits_and_a_live_account(gateway):
+    """Zero credits: 403 like a billed call, no upstream call; nothing is billed for counts."""
+    _, broke = gateway.user_with_key(0)
+    r = httpx.post(gateway.url + "/v1/messages/count_tokens", headers={"x-api-key": broke}, json=COUNT)
+    assert r.status_code == 403 and r.json()["error"]["type"] == "permission_error"
+    assert count_requests(gateway) == 0
+    username, key = gateway.user_with_key(1)
+    r = httpx.post(gateway.url + "/v1/messages/count_tokens", headers={"x-api-key": key}, json=COUNT)
+    assert r.status_code == 200 and gateway.micro_balance(username) == (to_micro(1), 0)
+
+
+def test_identical_count_tokens_bodies_are_answered_from_the_cache(gateway):
+    """Twenty identical counts in a burst reach the upstream once and get the same answer;
+    a different body is counted afresh."""
+    _, key = gateway.user_with_key(1)
+    answers = [httpx.post(gateway.url + "/v1/messages/count_tokens", headers={"x-api-key": key}, json=COUNT)
+               for _ in range(20)]
+    assert {a.status_code for a in answers} == {200} and len({a.content for a in answers}) == 1
+    assert count_requests(gateway) == 1
+    other = httpx.post(gateway.url + "/v1/messages/count_tokens", headers={"x-api-key": key},
+                       json={**COUNT, "messages": [{"role": "user", "content": "something else"}]})
+    assert other.status_code == 200 and count_requests(gateway) == 2
+
+
+# ---------------------------------------------------------------- 12: query string
+
+def test_only_the_beta_query_parameter_is_forwarded(gateway):
+    """?beta=true goes upstream; anything else (a key put in the URL, say) does not."""
+    _, key = gateway.user_with_key(10)
+    r = httpx.post(gateway.url + f"/v1/messages?beta=true&api_key={key}&x=1", headers={"x-api-key": key},
+                   json=ROUTES[0][1])
+    assert r.status_code == 200, r.text
+    assert gateway.fake.requests[-1].query == "beta=true"
+    r = httpx.post(gateway.url + f"/v1/messages/count_tokens?key={key}", headers={"x-api-key": key}, json=COUNT)
+    assert r.status_code == 200 and gateway.fake.requests[-1].query == ""
