@@ -640,3 +640,145 @@ def test_only_the_beta_query_parameter_is_forwarded(gateway):
     assert gateway.fake.requests[-1].query == "beta=true"
     r = httpx.post(gateway.url + f"/v1/messages/count_tokens?key={key}", headers={"x-api-key": key}, json=COUNT)
     assert r.status_code == 200 and gateway.fake.requests[-1].query == ""
+
+
+# ---------------------------------------------------------------- the attack suite: API input
+
+MSG = {"model": "claude-sonnet-4", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+CHAT = {"model": "claude-sonnet-4", "messages": [{"role": "user", "content": "hi"}]}
+GARBAGE = [None, True, -1, 0, 1.5, 10 ** 30, "", "x", [], [1], {}, {"a": 1}]
+
+
+def bad_bodies() -> list:
+    """(id, path, raw body) of invalid requests on the billed routes."""
+    cases = [("non-utf8", "/v1/messages", b'{"model": "\xff\xfe"}'),
+             ("not-json", "/v1/messages", b"{model: 1"),
+             ("array", "/v1/messages", b"[1, 2]"),
+             ("string", "/v1/chat/completions", b'"hi"'),
+             ("empty", "/v1/messages", b""),
+             ("nested", "/v1/messages", b'{"model": "claude-sonnet-4", "messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
+             ("nested-chat", "/v1/chat/completions", b'{"messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
+             ("non-utf8-chat", "/v1/chat/completions", b'{"model": "\xff"}')]
+    # (max_tokens above the model's limit is clamped, as documented: not garbage.)
+    fields = {"max_tokens": [v for v in GARBAGE if v != 10 ** 30] + ["5"], "model": GARBAGE + ["nope-model"], "messages": GARBAGE + [[{"role": "x"}]],
+              "stream": [v for v in GARBAGE if v is not True] + ["yes"], "tools": [v for v in GARBAGE[2:] if v != []] + [[{"name": 5}]]}
+    for field_name, values in fields.items():
+        for value in values:
+            cases.append((f"{field_name}={value!r}"[:40], "/v1/messages", json.dumps({**MSG, field_name: value}).encode()))
+            if field_name != "max_tokens":
+                cases.append((f"chat {field_name}={value!r}"[:40], "/v1/chat/completions",
+                              json.dumps({**CHAT, field_name: value}).encode()))
+    return cases
+
+
+def assert_documented_error(r: httpx.Response, status: int | tuple) -> dict:
+    statuses = status if isinstance(status, tuple) else (status,)
+    assert r.status_code in statuses and r.status_code != 500, (r.status_code, r.text[:300])
+    body = r.json()
+    assert body["type"] == "error" if "type" in body else True
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"] and body["error"]["type"]
+    return body["error"]
+
+
+def test_invalid_bodies_are_clear_400s_with_no_upstream_call_and_nothing_debited(gateway):
+    """Every malformed, mistyped or oversized body on the billed routes (and count_tokens):
+    a documented 4xx naming the problem, no 500, no upstream call, nothing debited."""
+    username, key = gateway.user_with_key(10)
+    with httpx.Client(base_url=gateway.url, headers={"x-api-key": key, "Content-Type": "application/json"},
+                      timeout=30) as client:
+        for case_id, path, raw in bad_bodies():
+            r = client.post(path, content=raw)
+            if r.status_code == 200 and "stream" in case_id:
+                continue  # a falsy `stream` (false-like) the chat route reads as "not streamed" is fine
+            assert r.status_code in (400, 413), (case_id, r.text[:200])
+            assert_documented_error(r, (400, 413))
+        r = client.post("/v1/messages/count_tokens", content=b"[]")
+        assert_documented_error(r, 400)
+        big = b'{"model": "claude-sonnet-4", "pad": "' + b"x" * (33 * 1024 * 1024) + b'"}'
+        assert_documented_error(client.post("/v1/messages", content=big), 413)
+    requests = [r for r in gateway.fake.requests if r.path.endswith("/messages")]
+    assert requests == [] or all(r.json and r.json.get("stream") in (False, None) for r in requests)
+    assert gateway.micro_balance(username)[1] == 0
+    debited = sum(r["credits"] for r in gateway.usage(username))
+    assert gateway.micro_balance(username)[0] == to_micro(10) - debited
+
+
+def test_bad_keys_are_refused_in_the_documented_shape(gateway):
+    """Missing, malformed, unknown, revoked and frozen keys (and a frozen user): 401 or 403
+    in the documented shape, before the body is read, no upstream call."""
+    username, key = gateway.user_with_key(10)
+    revoked = gateway.create_key(username, "revoked")
+    frozen = gateway.create_key(username, "frozen")
+    ids = {k["name"]: k["id"] for k in gateway.user(username)["keys"]}
+    assert gateway.admin.patch(f"/admin/api/keys/{ids['revoked']}", json={"revoked": True}).status_code == 200
+    assert gateway.admin.patch(f"/admin/api/keys/{ids['frozen']}", json={"frozen": True}).status_code == 200
+    other, other_key = gateway.user_with_key(10)
+    assert gateway.admin.patch(f"/admin/api/users/{other}", json={"frozen": True}).status_code == 200
+    cases = [({}, 401), ({"x-api-key": ""}, 401), ({"Authorization": "Bearer"}, 401),
+             ({"Authorization": "Basic dXNlcjpwYXNz"}, 401), ({"x-api-key": "sk-" + "A" * 60}, 401),
+             ({"x-api-key": "not a key at all"}, 401), ({"x-api-key": revoked}, 401),
+             ({"x-api-key": frozen}, 403), ({"x-api-key": other_key}, 403)]
+    for headers, status in cases:
+        for path, body in ROUTES:
+            r = httpx.post(gateway.url + path, headers=headers, json=body)
+            assert_documented_error(r, status), (headers, path)
+        r = httpx.get(gateway.url + "/v1/models", headers=headers)
+        assert_documented_error(r, status)
+    assert gateway.fake.requests == []
+    assert gateway.micro_balance(username) == (to_micro(10), 0)
+
+
+@pytest.mark.parametrize("path", ["/api/v1/v1/messages", "/v1/v1/messages", "/api/v1/messages/", "/messages",
+                                  "/api/messages/count_tokens", "/api/v1/v1/models"])
+def test_path_variants_of_the_api_routes_work(gateway, path):
+    """The documented path variants reach their route."""
+    _, key = gateway.user_with_key(10)
+    body = CHAT if "chat" in path else (ROUTES[2][1] if "count" in path else MSG)
+    r = (httpx.get if path.endswith("models") else httpx.post)(gateway.url + path, headers={"x-api-key": key},
+                                                                **({} if path.endswith("models") else {"json": body}))
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("path", ["/v1/v1/v1/messages", "/api/api/v1/messages", "/v1/messages/x", "/v1//messages",
+                                  "/v1/messages/count_tokens/x", "/v1/%2e%2e/admin/api/users",
+                                  "/v1/v1/chat/completions"])
+def test_unknown_path_variants_are_documented_404s(gateway, path):
+    """Other variants are a JSON 404 in the documented shape, never a 500 or an upstream call."""
+    _, key = gateway.user_with_key(10)
+    r = httpx.post(gateway.url + path, headers={"x-api-key": key}, json=MSG)
+    assert r.status_code in (404, 405), r.text
+    if path.startswith(("/v1", "/api")):
+        assert_documented_error(r, (404, 405))
+    assert gateway.fake.requests == []
+
+
+def test_content_length_with_transfer_encoding_is_refused(gateway):
+    """A request with both Content-Length and Transfer-Encoding (a smuggling attempt) is a
+    400 and reaches neither a handler nor the upstream."""
+    _, key = gateway.user_with_key(10)
+    raw = json.dumps(MSG).encode()
+    chunked = f"{len(raw):x}\r\n".encode() + raw + b"\r\n0\r\n\r\n"
+    sock = raw_request(gateway, f"POST /v1/messages HTTP/1.1\r\nHost: x\r\nx-api-key: {key}\r\n"
+                                f"Content-Length: 4\r\nTransfer-Encoding: chunked", chunked)
+    status, _, _ = read_answer(sock)
+    assert status == 400 and gateway.fake.requests == []
+
+
+@pytest.mark.parametrize("value", ["a\rb", "a\nb", "a\x00b", "caf\xe9", "\u2603"])
+def test_control_and_non_ascii_bytes_in_any_header_are_never_a_500(gateway, value):
+    """CR, LF, NUL and non-ASCII bytes in headers (forwarded or not, key included): a 4xx,
+    no upstream call."""
+    _, key = gateway.user_with_key(10)
+    raw = json.dumps(MSG).encode()
+    for header in ("anthropic-version", "x-api-key", "x-custom"):
+        line = f"{header}: {value}" if header != "x-api-key" else f"x-api-key: {key}{value}"
+        extra = f"\r\nx-api-key: {key}" if header != "x-api-key" else ""
+        sock = raw_request(gateway, f"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Length: {len(raw)}"
+                                    f"{extra}\r\n{line}".encode("utf-8").decode("latin-1"), raw)
+        status, _, body = read_answer_once(sock)
+        if header == "x-custom" and "\r" not in value and "\n" not in value and "\x00" not in value:
+            assert status == 200, body  # not forwarded: harmless
+            continue
+        assert 400 <= status < 500, (header, value, status, body)
+    assert all(r.json and r.json["messages"] == MSG["messages"] for r in gateway.fake.requests)
+    assert all("x-custom" not in r.headers for r in gateway.fake.requests)

@@ -178,6 +178,11 @@ def prepare_messages(raw: bytes, catalog: CatalogService) -> UpstreamRequest:
     thinking = _require(fields, "thinking", dict, "an object", required=False)
     if "system" in fields and not isinstance(fields["system"][0], (str, list)):
         raise InvalidRequest("system: must be a string or an array of text blocks", param="system")
+    tools = _require(fields, "tools", list, "an array of tools", required=False)
+    for i, tool in enumerate(tools or ()):
+        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str) \
+                or not isinstance(tool.get("type", ""), str):
+            raise InvalidRequest(f"tools.{i}: each tool needs a name (a string)", param=f"tools.{i}")
 
     replace: dict[str, object] = {}
     if model.upstream_id != fields["model"][0]:
