@@ -14,8 +14,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from services.core.errors import GatewayError, InvalidRequest
 from services.core.money import to_micro
+from services.protocols.anthropic import prepare_count_tokens, prepare_messages
+from services.protocols.openai_chat.cursor import responses_to_chat
+from services.protocols.openai_chat.request import chat_model, prepare_chat
 from tests.fake_upstream import Scenario
 from tests.test_pages import PASSWORD, Site, inline_error, signed_in
 
@@ -782,3 +788,158 @@ def test_control_and_non_ascii_bytes_in_any_header_are_never_a_500(gateway, valu
         assert 400 <= status < 500, (header, value, status, body)
     assert all(r.json and r.json["messages"] == MSG["messages"] for r in gateway.fake.requests)
     assert all("x-custom" not in r.headers for r in gateway.fake.requests)
+
+
+# ---------------------------------------------------------------- the attack suite: pages
+
+def test_form_posts_without_an_xsrf_token_are_refused_and_change_nothing(gateway):
+    """A signed-in browser's cookies without the _xsrf token (a cross-site form): 403 on
+    every form, no key made, no code redeemed, no password changed."""
+    site = signed_in(gateway)
+    code = gateway.admin.post("/admin/api/topup-codes", json={"credits": 2}).json()["codes"][0]
+    forms = [("/keys", {"name": "x"}), ("/topup", {"code": code}),
+             ("/account", {"action": "password", "current_password": PASSWORD, "new_password": "new-pass-123",
+                           "confirm": "new-pass-123"}), ("/logout", {})]
+    with httpx.Client(base_url=gateway.url, cookies={k: v for k, v in site.http.cookies.items() if k != "_xsrf"},
+                      follow_redirects=False) as browser:
+        for path, form in forms:
+            assert browser.post(path, data=form).status_code == 403, path
+    user = gateway.user(site.username)
+    assert user["keys"] == [] and user["credits"] == 0
+    assert site.get("/dashboard").status_code == 200  # still signed in: the log-out was refused too
+
+
+@pytest.mark.parametrize("target", ["///evil.com", "/%2F%2Fevil.com", "/\x00/evil.com", "https:evil.com",
+                                    "//evil.com/%2e%2e", " //evil.com"])
+def test_more_open_redirect_targets_stay_on_site(gateway, target):
+    """next= values that a browser could read as another site: the log-in lands on a local page."""
+    username = gateway.create_user(0)
+    r = Site(gateway).login(username, next=target)
+    location = r.headers["location"]
+    assert r.status_code == 302 and location.startswith("/") and not location.startswith(("//", "/\\"))
+    assert "evil.com" not in location or location.startswith("/%2F")
+
+
+def test_another_users_key_ids_and_usage_filters_reveal_and_change_nothing(gateway):
+    """IDOR: a user who knows another user's key id cannot see, rename, freeze or revoke it,
+    nor see its usage through the dashboard's key filter."""
+    victim = signed_in(gateway, credits=10)
+    victim_key, victim_key_id = victim.create_key("victim-key")
+    assert httpx.post(gateway.url + "/v1/messages", headers={"x-api-key": victim_key}, json=MSG).status_code == 200
+    attacker = signed_in(gateway)
+    assert attacker.get(f"/keys/{victim_key_id}").status_code == 404
+    for form in ({"action": "rename", "name": "pwned"}, {"action": "freeze"}):
+        assert attacker.post(f"/keys/{victim_key_id}", form).status_code == 404
+    assert attacker.post(f"/keys/{victim_key_id}/revoke", {}).status_code == 404
+    request_id = gateway.usage(victim.username)[0]["request_id"]
+    page = attacker.get(f"/dashboard?key={victim_key_id}")
+    assert page.status_code in (200, 400) and "victim-key" not in page.text and request_id not in page.text
+    csv = attacker.get(f"/dashboard/usage.csv?key={victim_key_id}")
+    assert csv.status_code in (200, 400) and "victim-key" not in csv.text and request_id not in csv.text
+    key = [k for k in gateway.user(victim.username)["keys"] if k["id"] == victim_key_id][0]
+    assert key["name"] == "victim-key" and not key["frozen"]
+    assert httpx.post(gateway.url + "/v1/messages", headers={"x-api-key": victim_key}, json=MSG).status_code == 200
+
+
+def test_concurrent_top_up_redemption_over_http_credits_once(gateway):
+    """Twenty simultaneous redemptions of one code through the top-up form (one browser):
+    credited exactly once, one ledger entry, every other answer a clear form error."""
+    site = signed_in(gateway)
+    code = gateway.admin.post("/admin/api/topup-codes", json={"credits": 3}).json()["codes"][0]
+    xsrf = site.xsrf()
+
+    async def race() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=gateway.url, cookies=dict(site.http.cookies), timeout=30,
+                                     follow_redirects=False) as client:
+            return await asyncio.gather(*(client.post("/topup", data={"_xsrf": xsrf, "code": code}) for _ in range(20)))
+    statuses = [r.status_code for r in asyncio.run(race())]
+    assert 500 not in statuses and set(statuses) <= {200, 302, 400, 429}, statuses
+    assert gateway.user(site.username)["credits"] == 3
+    assert [e["kind"] for e in ledger_rows(gateway, site.username)].count("topup") == 1
+
+
+# ---------------------------------------------------------------- the attack suite: fuzzing the parsers
+
+def fuzz_catalog():
+    """The seeded catalog, loaded from an in-memory database (no gateway)."""
+    from mongomock_motor import AsyncMongoMockClient
+
+    from services.gateway.catalog import CatalogService
+    catalog = CatalogService(AsyncMongoMockClient()["fuzz"])
+    asyncio.run(catalog.seed())
+    return catalog
+
+
+FUZZ_CATALOG = None
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-2 ** 70, 2 ** 70) | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=20)
+BLOCK_TYPES = st.sampled_from(["text", "image", "document", "tool_use", "tool_result", "thinking", "x",
+                               "image_url", "input_text", "function"])
+BLOCKS = st.fixed_dictionaries({"type": BLOCK_TYPES}, optional={
+    "text": JSON_VALUES, "source": JSON_VALUES, "content": JSON_VALUES, "image_url": JSON_VALUES,
+    "id": JSON_VALUES, "name": JSON_VALUES, "input": JSON_VALUES})
+MESSAGES = st.lists(st.fixed_dictionaries(
+    {"role": st.sampled_from(["user", "assistant", "system", "tool", "developer", "x"]) | JSON_VALUES},
+    optional={"content": st.text(max_size=20) | st.lists(BLOCKS | JSON_VALUES, max_size=3) | JSON_VALUES,
+              "tool_calls": JSON_VALUES, "tool_call_id": JSON_VALUES, "name": JSON_VALUES}), max_size=4)
+BODIES = st.fixed_dictionaries({}, optional={
+    "model": st.sampled_from(["claude-sonnet-4", "claude-opus-4-6", "sonnet-4.6", "gpt-4", "claude-sonnet-4-thinking"])
+    | JSON_VALUES,
+    "messages": MESSAGES | JSON_VALUES, "max_tokens": st.integers(-5, 10 ** 9) | JSON_VALUES,
+    "max_completion_tokens": JSON_VALUES, "stream": st.booleans() | JSON_VALUES, "tools": JSON_VALUES,
+    "tool_choice": JSON_VALUES, "system": JSON_VALUES, "thinking": JSON_VALUES, "temperature": JSON_VALUES,
+    "stop": JSON_VALUES, "response_format": JSON_VALUES, "reasoning_effort": JSON_VALUES, "input": JSON_VALUES,
+    "instructions": JSON_VALUES, "stream_options": JSON_VALUES, "n": JSON_VALUES})
+
+
+def catalog_for_fuzz():
+    global FUZZ_CATALOG
+    if FUZZ_CATALOG is None:
+        FUZZ_CATALOG = fuzz_catalog()
+    return FUZZ_CATALOG
+
+
+def only_invalid_request(fn, *args) -> None:
+    """`fn(*args)` either works or raises InvalidRequest: never another exception."""
+    try:
+        fn(*args)
+    except InvalidRequest as exc:
+        assert exc.message and exc.status == 400
+    except GatewayError as exc:
+        raise AssertionError(f"{type(exc).__name__} ({exc.status}) from the parser: {exc.message}") from exc
+
+
+def translate_chat(body: dict, cursor: bool) -> None:
+    if cursor:
+        body = responses_to_chat(body)
+    model, thinking = chat_model(body, catalog_for_fuzz())
+    request, _ = prepare_chat(body, model, force_thinking=thinking)
+    assert request.body and request.max_tokens >= 1 and request.est_input_tokens >= len(request.body)
+
+
+def prepare_raw(raw: bytes) -> None:
+    request = prepare_messages(raw, catalog_for_fuzz())
+    assert request.max_tokens >= 1 and request.est_input_tokens >= 64
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(BODIES)
+def test_fuzz_messages_parser_raises_only_invalid_request(body):
+    raw = json.dumps(body).encode()  # json: integers beyond 64 bits too
+    only_invalid_request(prepare_raw, raw)
+    only_invalid_request(prepare_count_tokens, raw, catalog_for_fuzz())
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200) | st.text(max_size=200).map(str.encode))
+def test_fuzz_messages_parser_on_raw_bytes(raw):
+    only_invalid_request(prepare_raw, raw)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(BODIES, st.booleans())
+def test_fuzz_chat_and_cursor_translation_raises_only_invalid_request(body, cursor):
+    only_invalid_request(translate_chat, body, cursor)
