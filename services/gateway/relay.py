@@ -144,7 +144,8 @@ class RelayService:
         Raises RateLimited or the hold's errors (nothing held), or the mapped GatewayError of
         an upstream that fails before its answer starts (the hold released, nothing charged);
         `sink` is then untouched, so the caller renders the error. Once a stream's 200 went out,
-        failures are written in-band (`adapter.error_frame`) and recorded, not raised. A client
+        failures are written in-band (`adapter.error_frame`) and recorded with their tokens but
+        charged nothing (`charge_waived`), not raised. A client
         that goes mid-stream stops the upstream call and is billed for what was produced
         (status 499). A non-streamed answer carries x-cheaplm-credits-used/-remaining; a stream
         is settled before its final event is written, so the balance is final when it ends.
