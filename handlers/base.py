@@ -179,7 +179,9 @@ class ApiHandler(BaseHandler):
         has_body = self.request.method in BODY_METHODS or "Transfer-Encoding" in self.request.headers \
             or self.request.headers.get("Content-Length", "0") != "0"
         length = self.request.headers.get("Content-Length")
-        # Tornado has checked that a Content-Length is a plain number.
+        # Read before Tornado parses the header itself (that comes with the body).
+        if length is not None and not re.fullmatch(r"[0-9]{1,18}", length):
+            raise InvalidRequest("The Content-Length header must be a number of bytes.", param="content-length")
         if length is not None and int(length) > limit:
             raise RequestTooLarge(f"The request body is {int(length)} bytes; the limit is "
                                   f"{limit} bytes ({s.max_body_mb:g} MB).")

@@ -768,6 +768,12 @@ def test_content_length_with_transfer_encoding_is_refused(gateway):
                                 f"Content-Length: 4\r\nTransfer-Encoding: chunked", chunked)
     status, _, _ = read_answer(sock)
     assert status == 400 and gateway.fake.requests == []
+    for length in ("abc", "1, 1", "-1", "9" * 40, "١"):
+        sock = raw_request(gateway, f"POST /v1/messages HTTP/1.1\r\nHost: x\r\nx-api-key: {key}\r\n"
+                                    f"Content-Length: {length}".encode().decode("latin-1"), raw)
+        status, _, body = read_answer(sock)
+        assert status == 400, (length, body)
+    assert gateway.fake.requests == [] and budget_used(gateway) == 0
 
 
 @pytest.mark.parametrize("value", ["a\rb", "a\nb", "a\x00b", "caf\xe9", "\u2603"])
