@@ -22,7 +22,7 @@ import tornado.web
 from pymongo.errors import ConnectionFailure, PyMongoError
 
 from handlers.api import admin, health, messages, metrics, models, openai_chat
-from handlers.base import NotFoundApiHandler, NotFoundPageHandler, log_request, make_jinja_env
+from handlers.base import PAGE_BODY_MAX, NotFoundApiHandler, NotFoundPageHandler, log_request, make_jinja_env
 from handlers.pages import account, auth, dashboard, home, keys, topup
 from services.accounts.keys import KeyService
 from services.accounts.login_throttle import ThrottleService
@@ -33,6 +33,7 @@ from services.billing.topup import TopupService
 from services.billing.usage import UsageService
 from services.config import ConfigError, Settings
 from services.gateway.catalog import CatalogService
+from services.gateway.count_tokens import CountTokensService
 from services.gateway.health import HealthService
 from services.gateway.heartbeat import StreamKeepAlive
 from services.gateway.instances import InstanceService
@@ -72,6 +73,7 @@ class Services:
     instances: InstanceService = field(init=False)
     metrics: Metrics = field(init=False)
     pending: PendingSettlements = field(init=False)
+    count_tokens: CountTokensService = field(init=False)
 
 
 async def build_services(settings: Settings, *, db,
@@ -101,6 +103,7 @@ async def build_services(settings: Settings, *, db,
     services.metrics.watch("open_streams", lambda: services.relay.open_streams)
     services.metrics.watch("holds_outstanding", lambda: services.relay.in_flight)
     services.metrics.watch("pending_settlements", lambda: len(services.pending))
+    services.count_tokens = CountTokensService(upstream, settings.count_tokens_cache_seconds)
     await services.catalog.seed()
     await services.upstream.seed()
     if settings.admin_username:
@@ -154,11 +157,12 @@ class Gateway:
         self._refresh = asyncio.ensure_future(self._refresh_catalog())
         if not s.embedded:
             self.services.instances.start(self.services.billing, s.hold_stale_seconds)
-        # Bodies up to twice the documented limit are read so the handler can answer a clear
-        # 413; anything larger is cut off by Tornado itself. No xheaders: handlers/base.py
-        # believes X-Forwarded-* only from TRUSTED_PROXIES.
+        # API handlers stream their bodies and raise this limit to MAX_BODY_MB once the caller
+        # and the declared size check out (handlers/base.py); pages take small forms only.
+        # No xheaders: handlers/base.py believes X-Forwarded-* only from TRUSTED_PROXIES.
         self.server = tornado.httpserver.HTTPServer(
-            self.app, max_body_size=2 * s.max_body_bytes, idle_connection_timeout=s.header_timeout)
+            self.app, max_body_size=PAGE_BODY_MAX, idle_connection_timeout=s.header_timeout,
+            body_timeout=s.body_timeout)
         self.server.add_sockets(self._sockets or tornado.netutil.bind_sockets(s.port, s.host))
 
     async def stop(self) -> None:

@@ -171,8 +171,38 @@ class BaseHandler(tornado.web.RequestHandler):
                             error_type="api_error")
 
 
+class BodyBudget:
+    """The bytes that request bodies in flight may take in this process, together
+    (MAX_BODIES_MB): a body is reserved at its headers and released when its request ends."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.used = limit, 0
+
+    def reserve(self, size: int) -> bool:
+        if self.used + size > self.limit:
+            return False
+        self.used += size
+        return True
+
+    def release(self, size: int) -> None:
+        self.used -= size
+
+
+BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+# The HTTP server's own body limit, for every handler that does not stream its body (pages:
+# a form above PageHandler.MAX_FORM_BYTES gets a clear 413 up to this size; beyond it the
+# connection is closed). API handlers raise it per request (ApiHandler.prepare).
+PAGE_BODY_MAX = 1024 * 1024
+
+
+@tornado.web.stream_request_body
 class ApiHandler(BaseHandler):
-    """JSON API: authenticated by API key only, errors in the documented shape, CORS open."""
+    """JSON API: authenticated by API key only, errors in the documented shape, CORS open.
+
+    The body is streamed in only after `check_caller` accepted the headers' credentials and
+    the declared size fits MAX_BODY_MB and the process's MAX_BODIES_MB budget, so a client
+    without a key cannot make the gateway buffer anything. Handlers read it with `body()`.
+    """
 
     error_flavor = "anthropic"  # "openai" adds error.code and error.param
 
@@ -186,11 +216,63 @@ class ApiHandler(BaseHandler):
     def check_xsrf_cookie(self) -> None:
         """API routes authenticate with keys, never cookies, so XSRF does not apply."""
 
-    def prepare(self) -> None:
-        limit = self.services.settings.max_body_bytes
-        if len(self.request.body) > limit:
-            raise RequestTooLarge(f"The request body is {len(self.request.body)} bytes; the limit is "
-                                  f"{limit} bytes ({self.services.settings.max_body_mb:g} MB).")
+    async def check_caller(self) -> None:
+        """Refuse a caller from its headers alone (before any body is read): by default the
+        API key must authenticate. Routes open to anyone or with other credentials override."""
+        await self.authenticate()
+
+    async def prepare(self) -> None:
+        self._chunks: list[bytes] = []
+        self._body: bytes | None = None
+        self._reserved = 0
+        if self.request.method == "OPTIONS":
+            return
+        s = self.services.settings
+        limit = s.max_body_bytes
+        has_body = self.request.method in BODY_METHODS or "Transfer-Encoding" in self.request.headers \
+            or self.request.headers.get("Content-Length", "0") != "0"
+        length = self.request.headers.get("Content-Length")
+        # Read before Tornado parses the header itself (that comes with the body).
+        if length is not None and not re.fullmatch(r"[0-9]{1,18}", length):
+            raise InvalidRequest("The Content-Length header must be a number of bytes.", param="content-length")
+        if length is not None and int(length) > limit:
+            raise RequestTooLarge(f"The request body is {int(length)} bytes; the limit is "
+                                  f"{limit} bytes ({s.max_body_mb:g} MB).")
+        await self.check_caller()
+        if not has_body:
+            self.request.connection.set_max_body_size(0)
+            return
+        # A chunked body of unknown size reserves the most it may grow to.
+        size = int(length) if length is not None else limit
+        budget = self.application.settings.setdefault("body_budget", BodyBudget(s.max_bodies_bytes))
+        if not budget.reserve(size):
+            raise GatewayError("The gateway is receiving too many request bodies at once; retry shortly.",
+                               status=503, error_type="overloaded_error", headers={"retry-after": "1"})
+        self._reserved = size
+        self.request.connection.set_max_body_size(limit)
+
+    def data_received(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
+
+    def body(self) -> bytes:
+        """The request body (complete once the handler's method runs)."""
+        if self._body is None:
+            self._body = b"".join(self._chunks)
+            self._chunks = []
+        return self._body
+
+    def _release_body(self) -> None:
+        if getattr(self, "_reserved", 0):
+            self.application.settings["body_budget"].release(self._reserved)
+            self._reserved = 0
+        self._chunks, self._body = [], b""
+
+    def on_finish(self) -> None:
+        self._release_body()
+
+    def on_connection_close(self) -> None:
+        super().on_connection_close()  # fails a body still being read
+        self._release_body()
 
     def options(self, *args) -> None:
         """CORS preflight."""
@@ -211,15 +293,17 @@ class ApiHandler(BaseHandler):
 
     async def authenticate(self) -> Principal:
         """The caller's Principal; raises AuthenticationFailed / PermissionDenied."""
-        key = self.api_key()
-        self.principal = await self.services.keys.authenticate(key)
-        self.key_prefix = display_prefix(key)
-        return self.principal
+        principal = getattr(self, "_principal", None)
+        if principal is None:
+            key = self.api_key()
+            principal = self._principal = self.principal = await self.services.keys.authenticate(key)
+            self.key_prefix = display_prefix(key)
+        return principal
 
     def json_body(self) -> dict:
         """The request body as a JSON object; raises InvalidRequest."""
         try:
-            body = orjson.loads(self.request.body or b"{}")
+            body = orjson.loads(self.body() or b"{}")
         except orjson.JSONDecodeError as exc:
             raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
         if not isinstance(body, dict):
@@ -250,7 +334,7 @@ class ApiHandler(BaseHandler):
 class NotFoundApiHandler(ApiHandler):
     """Unknown API path: documented JSON 404."""
 
-    def prepare(self) -> None:
+    async def prepare(self) -> None:
         raise NotFound(f"Unknown endpoint: {self.request.method} {self.request.path}")
 
 

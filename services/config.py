@@ -52,6 +52,15 @@ class Settings:
     keepalive_interval: float = _setting(15.0, "Seconds of stream silence before the gateway "
                                          "sends a keep-alive (ping event / SSE comment).")
     max_body_mb: float = _setting(32.0, "Largest request body accepted, in MB (413 above).")
+    max_bodies_mb: float = _setting(256.0, "Most memory, in MB, that request bodies being received may "
+                                    "take together in one process (503 with retry-after above).")
+    count_tokens_cache_seconds: float = _setting(5.0, "Seconds an identical count_tokens request is "
+                                                 "answered from memory instead of the upstream (0: never).")
+    unbounded_input_tokens: int = _setting(200_000, "Input tokens added to the credit hold of a request "
+                                           "whose input its body cannot bound (image/document by URL "
+                                           "or file, server tools, long-context betas).")
+    body_timeout: float = _setting(120.0, "Seconds a client may take to send a request's body "
+                                   "(the connection is closed after); responses and streams are unaffected.")
     rate_limit_rpm: int = _setting(0, "Default requests per minute per API key (0 = unlimited); "
                                    "a key's own `rpm` limit overrides it.")
     key_cache_seconds: float = _setting(1.0, "How long a key lookup is cached in-process; a freeze "
@@ -92,6 +101,10 @@ class Settings:
     @property
     def max_body_bytes(self) -> int:
         return int(self.max_body_mb * 1024 * 1024)
+
+    @property
+    def max_bodies_bytes(self) -> int:
+        return int(self.max_bodies_mb * 1024 * 1024)
 
     @functools.cached_property
     def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:

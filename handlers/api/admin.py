@@ -39,8 +39,7 @@ def user_json(doc: dict, keys: list[dict] | None = None) -> dict:
 class AdminApiHandler(ApiHandler):
     error_flavor = "openai"
 
-    def prepare(self) -> None:
-        super().prepare()
+    async def check_caller(self) -> None:
         token = self.services.settings.admin_api_token
         given = self.bearer_token()
         if not token or not given or not hmac.compare_digest(given.encode(), token.encode()):

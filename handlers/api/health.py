@@ -7,6 +7,9 @@ from handlers.base import ApiHandler
 class HealthzApiHandler(ApiHandler):
     """200 while the process runs; no database or upstream call."""
 
+    async def check_caller(self) -> None:
+        """Open to anyone (probes send no credentials)."""
+
     def get(self) -> None:
         self.set_header("Cache-Control", "no-store")
         self.write_json({"status": "ok"})
@@ -14,6 +17,8 @@ class HealthzApiHandler(ApiHandler):
 
 class ReadyzApiHandler(ApiHandler):
     """200 when the database answers and an upstream is usable, else 503 saying which is not."""
+
+    check_caller = HealthzApiHandler.check_caller
 
     async def get(self) -> None:
         checks = await self.services.health.readiness()

@@ -11,12 +11,14 @@ from services.gateway.metrics import CONTENT_TYPE_LATEST
 class MetricsApiHandler(ApiHandler):
     """404 while METRICS_TOKEN is unset (not public by default), 401 without the token."""
 
-    def get(self) -> None:
+    async def check_caller(self) -> None:
         token = self.services.settings.metrics_token
         if not token:
             raise NotFound("Unknown endpoint: GET /metrics")
         if not hmac.compare_digest((self.bearer_token() or "").encode(), token.encode()):
             raise AuthenticationFailed("GET /metrics needs Authorization: Bearer <METRICS_TOKEN>.")
+
+    def get(self) -> None:
         self.set_header("Content-Type", CONTENT_TYPE_LATEST)
         self.set_header("Cache-Control", "no-store")
         self.finish(self.services.metrics.render())

@@ -142,6 +142,15 @@ class BillingService:
             await self._refuse(principal, amount)
         return hold
 
+    async def check_standing(self, principal: Principal) -> None:
+        """Raise PermissionDenied, as a hold would, if the user is frozen or has no credits
+        left (for calls that are not billed but must not be open to such accounts)."""
+        user = await self.db.users.find_one({"_id": principal.user_id}, {"balance": 1, "frozen": 1})
+        if user is None or user.get("frozen"):
+            raise PermissionDenied("This account is frozen.")
+        if user["balance"] <= 0:
+            raise PermissionDenied(LOW_BALANCE)
+
     async def _refuse(self, principal: Principal, amount: int):
         user = await self.db.users.find_one({"_id": principal.user_id}, {"balance": 1, "frozen": 1})
         if user is None or user.get("frozen"):
@@ -166,6 +175,9 @@ class BillingService:
         hold.settled = True
         usage = record.usage
         p, cost = hold.principal, cost_micro(usage.total, hold.model.price_per_1k_micro)
+        if record.charge_waived:  # a failed call costs nothing; its tokens are still recorded
+            cost = 0
+        overage = max(0, cost - hold.amount)  # what the hold did not cover (see README Billing)
         # The document as it was just before this update: with the increments known, the
         # credits left are exact without reading the document again.
         before = await self.db.users.find_one_and_update(
@@ -181,19 +193,19 @@ class BillingService:
             credits_left = before["balance"] + before["held"] - cost if before else 0
         if hold.key_capped:
             await self.keys.refund_cap(p.key_id, hold.amount - cost)
-        if cost > hold.amount:
+        if overage:
             log.warning("request %s cost %d µcr, above its hold of %d", hold.request_id, cost, hold.amount)
         now = utcnow()
         await self.usage.record({
             "request_id": hold.request_id, "user_id": p.user_id, "key_id": p.key_id,
             "key_name": p.key_name, "model": hold.model.id, **usage.as_dict(),
-            "total_tokens": usage.total, "credits": cost, "hold": hold.amount,
+            "total_tokens": usage.total, "credits": cost, "hold": hold.amount, "overage": overage,
             "created_at": now, **record.fields()})
         if cost:
             await self.db.ledger.insert_one({
                 "user_id": p.user_id, "kind": "usage", "amount": -cost, "balance_after": credits_left,
                 "request_id": hold.request_id, "note": f"{hold.model.id} · {usage.total} tokens",
-                "created_at": now})
+                "overage": overage, "created_at": now})
         return Receipt(cost, credits_left)
 
     async def adjust(self, user_id, amount_credits, *, kind: str = "adjustment", note: str = "",

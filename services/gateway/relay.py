@@ -71,6 +71,7 @@ class CallRecord:
     upstream_request_id: str | None = None
     latency_ms: float | None = None     # request received → settlement
     ttft_ms: float | None = None        # request received → first bytes of the answer
+    charge_waived: bool = False         # a failed call: its tokens are recorded, not charged
 
     def fields(self) -> dict:
         """The usage document's descriptive fields (the tokens are `usage`'s)."""
@@ -79,6 +80,8 @@ class CallRecord:
                "latency_ms": self.latency_ms}
         if self.ttft_ms is not None:
             doc["ttft_ms"] = self.ttft_ms
+        if self.charge_waived:
+            doc["charge_waived"] = True
         return doc
 
 
@@ -117,6 +120,12 @@ class _Call:
     def fail(self, status: int, error: str) -> None:
         if self._settling is None:
             self.record.status, self.record.error = status, error
+
+    def waive(self, status: int, error: str) -> None:
+        """The call failed on the upstream's side: recorded with its tokens, charged nothing."""
+        if self._settling is None:
+            self.fail(status, error)
+            self.record.charge_waived = True
 
     async def settle(self) -> Receipt:
         """Settle once; later calls return the same receipt. Shielded: cancelling the caller
@@ -188,7 +197,8 @@ class RelayService:
         Raises RateLimited or the hold's errors (nothing held), or the mapped GatewayError of
         an upstream that fails before its answer starts (the hold released, nothing charged);
         `sink` is then untouched, so the caller renders the error. Once a stream's 200 went out,
-        failures are written in-band (`adapter.error_frame`) and recorded, not raised. A client
+        failures are written in-band (`adapter.error_frame`) and recorded with their tokens but
+        charged nothing (`charge_waived`), not raised. A client
         that goes mid-stream stops the upstream call and is billed for what was produced
         (status 499). A non-streamed answer carries x-cheaplm-credits-used/-remaining; a stream
         is settled before its final event is written, so the balance is final when it ends.
@@ -308,7 +318,7 @@ class RelayService:
                     # Settle before the final event goes out, so a client that reads its
                     # balance right after the stream ends sees the settled figure.
                     if tracker.error:
-                        call.fail(502, tracker.error)
+                        call.waive(502, tracker.error)
                     await call.settle()
                 if out:
                     if record.ttft_ms is None:
@@ -326,7 +336,7 @@ class RelayService:
         """After the 200 went out, an error can only be reported in-band: recorded and
         settled first, like any final event, then written."""
         log.warning("stream %s: %s", call.hold.request_id, err.message)
-        call.fail(err.status, err.message)
+        call.waive(err.status, err.message)
         await call.settle()
         await _deliver(sink, call.adapter.error_frame(err))
 

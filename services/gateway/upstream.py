@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import http.cookiejar
 import logging
+import urllib.parse
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -18,7 +19,7 @@ import orjson
 from httpx_aiohttp import HttpxAiohttpClient
 
 from services.config import Settings
-from services.core.errors import GatewayError, UpstreamError, UpstreamOverloaded, error_type_for
+from services.core.errors import GatewayError, InvalidRequest, UpstreamError, UpstreamOverloaded, error_type_for
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,25 @@ FORWARD_REQUEST_HEADERS = ("anthropic-version", "anthropic-beta", "anthropic-wor
 # Upstream response headers passed back to the client (plus every anthropic-ratelimit-*).
 PASS_BACK_HEADERS = ("request-id", "retry-after", "x-should-retry", "retry-after-ms")
 DEFAULT_VERSION = "2023-06-01"
+# Query parameters the upstream's Messages API defines; any others are not forwarded.
+FORWARD_QUERY_PARAMS = ("beta",)
+
+
+def check_forwarded_headers(client_headers) -> None:
+    """Raise InvalidRequest naming the first forwarded header whose value is not printable
+    ASCII (a non-ASCII byte, CR, LF, NUL or another control character): such a value cannot
+    be sent upstream."""
+    for name in FORWARD_REQUEST_HEADERS:
+        value = client_headers.get(name)
+        if value and not all(" " <= c <= "~" or c == "\t" for c in value):
+            raise InvalidRequest(f"The {name} header must be printable ASCII.", param=name)
+
+
+def forwarded_query(query: str) -> str:
+    """The part of a client's query string the upstream API defines (FORWARD_QUERY_PARAMS),
+    re-encoded; everything else (a key put in the URL, say) stays here."""
+    pairs = urllib.parse.parse_qsl(query or "", keep_blank_values=True)
+    return urllib.parse.urlencode([(k, v) for k, v in pairs if k in FORWARD_QUERY_PARAMS])
 
 @dataclass(frozen=True)
 class Upstream:
@@ -141,6 +161,7 @@ class UpstreamService:
         return self._current
 
     def build_headers(self, upstream: Upstream, client_headers) -> dict[str, str]:
+        check_forwarded_headers(client_headers)
         headers = {"content-type": "application/json", "accept-encoding": "identity",
                    "x-api-key": upstream.api_key}
         for name in FORWARD_REQUEST_HEADERS:
@@ -165,6 +186,7 @@ class UpstreamService:
         or does not answer in time; an error status is returned, not raised (see `error_for`).
         """
         upstream = self.pick()
+        query = forwarded_query(query)
         url = upstream.base_url + path + (f"?{query}" if query else "")
         request = httpx.Request("POST", url, content=body, headers=self.build_headers(upstream, client_headers),
                                 extensions={"timeout": self._timeouts if stream else self._whole_timeouts})

@@ -13,9 +13,10 @@ from typing import Any, Protocol
 from services.core.errors import GatewayError
 from services.core.types import Model, Usage
 
-# An Anthropic text delta's SSE envelope is ~105 bytes; text runs ~4 bytes a token.
-DELTA_ENVELOPE_BYTES = 105
+# Text runs about 4 bytes a token (English prose; code and other scripts run denser).
 BYTES_PER_TOKEN = 4
+# The generated text a content_block_delta carries, by delta type.
+_DELTA_TEXT = {"text_delta": "text", "thinking_delta": "thinking", "input_json_delta": "partial_json"}
 
 
 @dataclass(frozen=True)
@@ -26,19 +27,20 @@ class UpstreamRequest:
     body: bytes            # the Messages API body to POST upstream
     stream: bool
     max_tokens: int
-    est_input_tokens: int  # a deliberately high estimate, for the credit hold only
+    est_input_tokens: int  # an upper bound on the input the body carries, for the credit hold only
+    unbounded_input: bool = False  # the input may exceed what the body bounds (URL sources, server tools…)
 
 
 class UsageTracker:
     """Counts one call's tokens from the upstream's (Anthropic) answer and notes how it ended.
 
     Fed the usage-bearing events of a stream (`message_start`, `message_delta`,
-    `message_stop`, `error`) through `fold`, the size of every `content_block_delta` through
+    `message_stop`, `error`) through `fold`, every parsed `content_block_delta` through
     `delta`, or a whole message's `usage` through `take`. Counters keep their latest value,
     never a sum (Anthropic repeats them cumulatively).
     """
 
-    __slots__ = ("usage", "reported", "final_usage", "done", "error", "_delta_events", "_delta_bytes")
+    __slots__ = ("usage", "reported", "final_usage", "done", "error", "_delta_events", "_text_bytes")
 
     def __init__(self) -> None:
         self.usage = Usage()                # what is billed
@@ -46,8 +48,8 @@ class UsageTracker:
         self.final_usage = False            # the final (message_delta) counts arrived
         self.done = False                   # the stream reached message_stop or an error
         self.error: str | None = None       # "type: message" of an upstream error event
-        self._delta_events = 0
-        self._delta_bytes = 0
+        self._delta_events = 0  # deltas that carried generated text
+        self._text_bytes = 0    # UTF-8 bytes of that text
 
     def take(self, counters: Any) -> None:
         """Fold one Anthropic `usage` object (ignored unless it is an object)."""
@@ -69,16 +71,21 @@ class UsageTracker:
             self.error = f"{err.get('type', 'error')}: {err.get('message', '')}"
             self.done = True
 
-    def delta(self, size: int) -> None:
-        """Count one content_block_delta event of `size` bytes on the wire."""
-        self._delta_events += 1
-        self._delta_bytes += size
+    def delta(self, data: dict | None) -> None:
+        """Count the generated text (text, thinking or tool input) of one parsed
+        content_block_delta event; others (signatures, citations) carry none."""
+        delta = (data or {}).get("delta")
+        text = delta.get(_DELTA_TEXT.get(delta.get("type"), "")) if isinstance(delta, dict) else None
+        if isinstance(text, str) and text:
+            self._delta_events += 1
+            self._text_bytes += len(text.encode("utf-8", "replace"))
 
     def estimated_output(self) -> int:
-        """Output tokens streamed so far, estimated from the deltas' size: used only when a
-        stream broke before the upstream's own final count arrived."""
-        text_bytes = self._delta_bytes - DELTA_ENVELOPE_BYTES * self._delta_events
-        return max(self._delta_events, text_bytes // BYTES_PER_TOKEN)
+        """Output tokens streamed so far, estimated from the text itself: used only when a
+        stream broke before the upstream's own final count arrived. Every text-bearing
+        delta is at least one token and text runs about BYTES_PER_TOKEN bytes a token; never
+        more than the text's bytes (no token is shorter than a byte)."""
+        return min(self._text_bytes, max(self._delta_events, self._text_bytes // BYTES_PER_TOKEN))
 
 
 class Adapter(Protocol):

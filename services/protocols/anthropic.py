@@ -22,7 +22,8 @@ from services.protocols.sse import event_data, event_name
 
 _WS = re.compile(r"[ \t\n\r]*")
 _DECODER = json.JSONDecoder()
-MEDIA_BLOCK_TOKENS = 1600  # worst-case tokens for one image or document page
+MEDIA_BLOCK_TOKENS = 1600  # worst-case tokens for one image (after the upstream scales it)
+DOCUMENT_BLOCK_TOKENS = 200_000  # a base64 PDF: as much as a model's whole context
 
 
 def parse_top_level(text: str) -> dict[str, tuple[object, int, int]]:
@@ -93,22 +94,53 @@ def decode_body(raw: bytes) -> tuple[str, dict[str, tuple[object, int, int]]]:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
 
 
-def estimate_input_tokens(raw_len: int, messages: list) -> int:
-    """A deliberately high estimate of input tokens, used only for the credit hold:
-    half the body's bytes (text rarely has more than one token per two bytes) plus a
-    worst case per image/document block, whose tokens do not follow their byte size."""
-    media = 0
+def _media_blocks(messages: list):
+    """Every image and document block of the messages (tool results' too)."""
     for message in messages:
         content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, list):
-            for block in content:
-                if isinstance(block, dict) and block.get("type") in ("image", "document"):
-                    media += 1
-                elif isinstance(block, dict) and block.get("type") == "tool_result":
-                    inner = block.get("content")
-                    if isinstance(inner, list):
-                        media += sum(1 for b in inner if isinstance(b, dict) and b.get("type") in ("image", "document"))
-    return raw_len // 2 + media * MEDIA_BLOCK_TOKENS + 64
+        for block in content if isinstance(content, list) else ():
+            if not isinstance(block, dict):
+                continue
+            if block.get("type") in ("image", "document"):
+                yield block
+            elif block.get("type") == "tool_result" and isinstance(block.get("content"), list):
+                yield from (b for b in block["content"] if isinstance(b, dict) and b.get("type") in ("image", "document"))
+
+
+def estimate_input_tokens(raw_len: int, messages: list) -> int:
+    """An upper bound on the input tokens a body can carry, for the credit hold only.
+
+    Text (and tool JSON) is never more tokens than bytes, so every byte of the body counts
+    as a token, except base64 image data, whose tokens follow the image's size in pixels:
+    each image counts MEDIA_BLOCK_TOKENS (the most an image costs once the upstream has
+    scaled it). A base64 PDF's pages are read as text and images, which its compressed
+    bytes do not bound: it counts DOCUMENT_BLOCK_TOKENS. Sources the body does not carry
+    (URL, file) are not bounded here: see `unbounded_input`."""
+    tokens = raw_len + 64
+    for block in _media_blocks(messages):
+        source = block.get("source") if isinstance(block.get("source"), dict) else {}
+        data = source.get("data")
+        if block.get("type") == "image":
+            if source.get("type") == "base64" and isinstance(data, str):
+                tokens -= len(data)
+            tokens += MEDIA_BLOCK_TOKENS
+        elif source.get("type") == "base64":
+            tokens += DOCUMENT_BLOCK_TOKENS
+    return max(tokens, 64)
+
+
+def unbounded_input(messages: list, tools: object) -> bool:
+    """The request's input may exceed anything its body bounds: an image or document by
+    URL or uploaded file, or a server tool (web search, web fetch, code execution…) whose
+    results the upstream adds to the input."""
+    if isinstance(tools, list) and any(isinstance(t, dict) and t.get("type") not in (None, "custom")
+                                       for t in tools):
+        return True
+    for block in _media_blocks(messages):
+        source = block.get("source")
+        if not isinstance(source, dict) or source.get("type") not in ("base64", "text", "content"):
+            return True
+    return False
 
 
 def _require(fields: dict, name: str, kind: type, what: str, *, required: bool = True):
@@ -146,6 +178,11 @@ def prepare_messages(raw: bytes, catalog: CatalogService) -> UpstreamRequest:
     thinking = _require(fields, "thinking", dict, "an object", required=False)
     if "system" in fields and not isinstance(fields["system"][0], (str, list)):
         raise InvalidRequest("system: must be a string or an array of text blocks", param="system")
+    tools = _require(fields, "tools", list, "an array of tools", required=False)
+    for i, tool in enumerate(tools or ()):
+        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str) \
+                or not isinstance(tool.get("type", ""), str):
+            raise InvalidRequest(f"tools.{i}: each tool needs a name (a string)", param=f"tools.{i}")
 
     replace: dict[str, object] = {}
     if model.upstream_id != fields["model"][0]:
@@ -158,7 +195,8 @@ def prepare_messages(raw: bytes, catalog: CatalogService) -> UpstreamRequest:
             replace["thinking"] = {**thinking, "budget_tokens": max(1024, max_tokens - 1)}
     body = splice(text, fields, replace).encode("utf-8") if replace else raw
     est = estimate_input_tokens(len(raw), messages)
-    return UpstreamRequest(model, body, stream, max_tokens, est)
+    tools = fields["tools"][0] if "tools" in fields else None
+    return UpstreamRequest(model, body, stream, max_tokens, est, unbounded_input(messages, tools))
 
 
 def prepare_count_tokens(raw: bytes, catalog: CatalogService) -> bytes:
@@ -200,7 +238,7 @@ class AnthropicPassthrough:
         for ev in events:
             # Text deltas are most of a stream: recognised by their prefix, never parsed.
             if ev.startswith(b"event: content_block_delta"):
-                tracker.delta(len(ev))
+                tracker.delta(event_data(ev))
             elif ev.startswith((b"event: message_start", b"event: message_delta", b"event: error")):
                 tracker.fold(event_name(ev).decode(), event_data(ev) or {})
             elif ev.startswith(b"event: message_stop"):
@@ -213,7 +251,7 @@ class AnthropicPassthrough:
         data = event_data(ev) or {}
         name = event_name(ev).decode() or str(data.get("type", ""))
         if name == "content_block_delta":
-            self.tracker.delta(len(ev))
+            self.tracker.delta(data)
         else:
             self.tracker.fold(name, data)
 

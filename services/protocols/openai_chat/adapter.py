@@ -37,7 +37,7 @@ class ChatAdapter:
                 continue
             name = event_name(ev).decode() or str(data.get("type", ""))
             if name == "content_block_delta":
-                self.tracker.delta(len(ev))
+                self.tracker.delta(data)
             out.append(self.translator.feed(name, data))
         return b"".join(out)
 

@@ -19,7 +19,7 @@ from services.core.errors import InvalidRequest
 from services.core.types import Model
 from services.gateway.catalog import CatalogService
 from services.protocols.adapter import UpstreamRequest
-from services.protocols.anthropic import estimate_input_tokens
+from services.protocols.anthropic import estimate_input_tokens, unbounded_input
 
 JSON_TOOL_NAME = "json_tool_call"
 """Synthetic tool carrying `response_format` JSON; its input becomes `message.content`."""
@@ -121,7 +121,8 @@ def prepare_chat(body: dict, model: Model, *, force_thinking: bool = False) -> t
     plan.requested_model = model.id  # the docs show the normalised id in responses
     raw = orjson.dumps(plan.body)
     request = UpstreamRequest(model, raw, plan.stream, plan.body["max_tokens"],
-                              estimate_input_tokens(len(raw), plan.body["messages"]))
+                              estimate_input_tokens(len(raw), plan.body["messages"]),
+                              unbounded_input(plan.body["messages"], plan.body.get("tools")))
     return request, plan
 
 
