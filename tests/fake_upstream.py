@@ -247,7 +247,8 @@ class _Handler(tornado.web.RequestHandler):
         body = rec.json
         sc = rec.scenario = self.upstream.pick_scenario(body)
         if self.upstream.validate:
-            problems = validate_request(body, count_tokens=self.endpoint == "count")
+            problems = validate_request(body, count_tokens=self.endpoint == "count",
+                                        betas=headers.get("anthropic-beta", ""))
             if problems:
                 return self.error(400, "; ".join(problems))
         if sc.hang:
