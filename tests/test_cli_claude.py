@@ -56,3 +56,20 @@ def test_upstream_4xx_type_and_message_pass_through(gateway):
                                messages=[{"role": "user", "content": "hi"}])
     assert info.value.status_code == 413
     assert info.value.body["error"] == {"type": "request_too_large", "message": "Request exceeds the maximum size"}
+
+
+def test_context_1m_beta_raises_the_input_limit(gateway):
+    """Claude Code sends `context-1m-2025-08-07` for its default model: the hold then covers up
+    to the model's 1M input limit, not the 200K one (here: a 300K-token estimate, credits for
+    200K of it), and the beta reaches the upstream."""
+    user = gateway.create_user(credits=30)
+    key = gateway.create_key(user)
+    client = anthropic.Anthropic(api_key=key, base_url=gateway.url, max_retries=0)
+    body = {"model": "claude-sonnet-4-6", "max_tokens": 1, "messages": [{"role": "user", "content": "x" * 600_000}]}
+    client.messages.create(**body)  # 200K-token cap: about 26 credits held
+    with pytest.raises(anthropic.APIStatusError) as info:
+        client.messages.create(**body, extra_headers={"anthropic-beta": "context-1m-2025-08-07"})
+    assert info.value.status_code == 402  # about 39 credits: more than the balance
+    haiku = {**body, "model": "claude-haiku-4-5-20251001"}  # no 1M variant: the beta changes nothing
+    client.messages.create(**haiku, extra_headers={"anthropic-beta": "context-1m-2025-08-07"})
+    assert gateway.fake.requests[-1].headers["anthropic-beta"] == "context-1m-2025-08-07"

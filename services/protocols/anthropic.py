@@ -9,6 +9,7 @@ too; only the few events that carry usage or errors are parsed.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from json.decoder import scanstring
@@ -159,6 +160,19 @@ def prepare_messages(raw: bytes, catalog: CatalogService) -> UpstreamRequest:
     body = splice(text, fields, replace).encode("utf-8") if replace else raw
     est = estimate_input_tokens(len(raw), messages)
     return UpstreamRequest(model, body, stream, max_tokens, est)
+
+
+CONTEXT_1M_BETA = "context-1m-2025-08-07"
+
+
+def with_betas(request: UpstreamRequest, anthropic_beta: str | None) -> UpstreamRequest:
+    """The request as the client's `anthropic-beta` header shapes its limits: the context-1m
+    beta raises the model's input limit (and so the hold's input cap) where the upstream
+    offers a 1M variant (`Model.max_input_1m`)."""
+    model = request.model
+    if anthropic_beta and CONTEXT_1M_BETA in anthropic_beta and model.max_input_1m > model.max_input:
+        return dataclasses.replace(request, model=dataclasses.replace(model, max_input=model.max_input_1m))
+    return request
 
 
 def prepare_count_tokens(raw: bytes, catalog: CatalogService) -> bytes:
