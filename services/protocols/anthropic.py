@@ -233,3 +233,11 @@ class AnthropicPassthrough:
 
     def error_frame(self, err: GatewayError) -> bytes:
         return error_event(err.error_type, err.message)
+
+    def settled(self, out: bytes, credits_used: str, credits_remaining: str) -> bytes:
+        """An SSE comment (which every SSE client skips) just before message_stop."""
+        comment = (b": cheaplm-credits-used=" + credits_used.encode()
+                   + b"\n: cheaplm-credits-remaining=" + credits_remaining.encode() + b"\n\n")
+        at = out.rfind(b"event: message_stop")
+        at = at if at >= 0 else 0
+        return out[:at] + comment + out[at:]

@@ -45,3 +45,8 @@ class ResponsesAdapter:
 
     def error_frame(self, err: GatewayError) -> bytes:
         return self.translator.failed(err.error_type, err.message)
+
+    def settled(self, out: bytes, credits_used: str, credits_remaining: str) -> bytes:
+        """The cost beside `usage` in the final event's response object."""
+        return self.translator.with_cost(out, {"cheaplm_credits_used": credits_used,
+                                               "cheaplm_credits_remaining": credits_remaining})

@@ -65,6 +65,7 @@ class ResponsesStreamTranslator:
         self._stop_reason: str | None = None
         self._started = False
         self._ended = False
+        self._final: tuple[bytes, dict] | None = None  # the final frame written, and its payload
 
     # -- framing
     def _event(self, type_: str, **fields) -> bytes:
@@ -227,7 +228,7 @@ class ResponsesStreamTranslator:
         if status == "incomplete" and self.output:
             self.output[-1]["status"] = "incomplete"
         kind = "response.completed" if status == "completed" else "response.incomplete"
-        return out + self._event(kind, response=self._response(
+        return out + self._final_event(kind, response=self._response(
             status, output=self.output, usage=responses_usage(self.tracker.reported), incomplete=incomplete))
 
     def failed(self, error_type: str | None, message: str) -> bytes:
@@ -238,8 +239,21 @@ class ResponsesStreamTranslator:
         self._ended = True
         error = {"code": error_code(error_type, message), "message": message}
         usage = responses_usage(self.tracker.reported) if self.tracker.reported else None
-        return out + self._event("response.failed", response=self._response(
+        return out + self._final_event("response.failed", response=self._response(
             "failed", output=self.output, usage=usage, error=error))
+
+    def _final_event(self, type_: str, *, response: dict) -> bytes:
+        data = {"type": type_, "sequence_number": self._seq, "response": response}
+        frame = self._event(type_, response=response)
+        self._final = (frame, data)
+        return frame
+
+    def with_cost(self, out: bytes, fields: dict) -> bytes:
+        """`out`, its final event rewritten with `fields` beside the response's usage."""
+        if self._final is None or not out.endswith(self._final[0]):
+            return out
+        frame, data = self._final
+        return out[:-len(frame)] + sse({**data, "response": {**data["response"], **fields}})
 
 
 def _text_part(text: str) -> dict:
