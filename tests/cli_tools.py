@@ -11,7 +11,7 @@ import pytest
 
 NPM_DIR = Path(os.environ.get("CHEAPLM_NPM_CACHE", Path.home() / ".cache" / "cheaplm" / "npm"))
 PACKAGES = {"codex": "@openai/codex@0.169.0", "claude": "@anthropic-ai/claude-code@2.1.197",
-            "openai": "openai@6.10.0", "@anthropic-ai/sdk": "@anthropic-ai/sdk@0.71.0"}
+            "openai": "openai@7.59.0", "@anthropic-ai/sdk": "@anthropic-ai/sdk@1.15.0"}
 """Pinned: the versions whose wire behaviour the tests (and the docs) were checked against."""
 
 
