@@ -21,7 +21,7 @@ import tornado.netutil
 import tornado.web
 from pymongo.errors import ConnectionFailure, PyMongoError
 
-from handlers.api import admin, health, messages, metrics, models, openai_chat
+from handlers.api import admin, health, messages, metrics, models, openai_chat, openai_responses
 from handlers.base import PAGE_BODY_MAX, NotFoundApiHandler, NotFoundPageHandler, log_request, make_jinja_env
 from handlers.pages import account, auth, dashboard, home, keys, topup
 from services.accounts.keys import KeyService
@@ -48,7 +48,8 @@ ROOT = Path(__file__).resolve().parent
 log = logging.getLogger("cheaplm")
 
 # Each handlers module ends with `routes = [...]`; later modules plug in here.
-ROUTE_MODULES = [health, metrics, messages, openai_chat, models, admin, auth, dashboard, keys, topup, account, home]
+ROUTE_MODULES = [health, metrics, messages, openai_chat, openai_responses, models, admin, auth, dashboard, keys, topup,
+                 account, home]
 
 
 @dataclass

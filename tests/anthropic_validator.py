@@ -124,11 +124,15 @@ class _Checker:
         # Other block types (search_result, server tools, betas) are passed through unchecked.
 
 
-def validate_request(body: Any, *, count_tokens: bool = False) -> list[str]:
+MID_CONVERSATION_SYSTEM_BETA = "mid-conversation-system-2026-04-07"
+"""The beta (sent by Claude Code 2.1) that allows `system` messages between the turns."""
+
+
+def validate_request(body: Any, *, count_tokens: bool = False, betas: str = "") -> list[str]:
     """Return the problems the real Messages API would report for `body` (empty list = valid).
 
     With `count_tokens=True` the body is checked as a `/v1/messages/count_tokens` request:
-    `max_tokens` is then optional.
+    `max_tokens` is then optional. `betas` is the request's anthropic-beta header.
     """
     c = _Checker()
     if not isinstance(body, dict):
@@ -142,7 +146,14 @@ def validate_request(body: Any, *, count_tokens: bool = False) -> list[str]:
             c.add("max_tokens", "must be an integer >= 1")
             max_tokens = None
 
-    _check_messages(c, body.get("messages"))
+    messages = body.get("messages")
+    if MID_CONVERSATION_SYSTEM_BETA in betas and isinstance(messages, list):
+        # System messages sit between the turns; the turns around them still alternate.
+        for i, m in enumerate(messages):
+            if isinstance(m, dict) and m.get("role") == "system" and not isinstance(m.get("content"), (str, list)):
+                c.add(f"messages.{i}.content", "must be a string or a list of text blocks")
+        messages = [m for m in messages if not (isinstance(m, dict) and m.get("role") == "system")]
+    _check_messages(c, messages)
     tool_names = _check_tools(c, body.get("tools"))
     _check_system(c, body)
     _check_sampling(c, body)

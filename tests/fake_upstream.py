@@ -56,6 +56,7 @@ class Scenario:
     stop_reason: str | None = None     # default end_turn, or tool_use with tool_calls
     usage: dict = field(default_factory=lambda: {"input_tokens": 25, "output_tokens": 150})
     status: int = 200                  # non-200: documented Anthropic error JSON
+    error_message: str | None = None   # that error's message (default: the status's usual one)
     error_after: int | None = None     # stream: `event: error` after this many text deltas
     hang: bool = False                 # send nothing until the client disconnects
     model: str | None = None           # default: echo the request's model
@@ -246,14 +247,15 @@ class _Handler(tornado.web.RequestHandler):
         body = rec.json
         sc = rec.scenario = self.upstream.pick_scenario(body)
         if self.upstream.validate:
-            problems = validate_request(body, count_tokens=self.endpoint == "count")
+            problems = validate_request(body, count_tokens=self.endpoint == "count",
+                                        betas=headers.get("anthropic-beta", ""))
             if problems:
                 return self.error(400, "; ".join(problems))
         if sc.hang:
             await self.closed.wait()
             return
         if sc.status != 200:
-            return self.error(sc.status)
+            return self.error(sc.status, sc.error_message)
         if self.endpoint == "count":
             dumped = json.dumps(body.get("messages", [])) + json.dumps(body.get("system", ""))
             return self.reply({"input_tokens": max(1, len(dumped) // 4)})

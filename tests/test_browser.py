@@ -197,6 +197,45 @@ def test_phone_width_pages_fit_the_screen(browser, site):
     tab.close()
 
 
+def test_phone_width_keys_and_topup_tables_and_refresh(browser, site):
+    """At 390 px, the keys table (with a key, its limits and usage) and the top-up page (with a
+    redeemed code in its ledger) fit the screen; refreshing after creating a key shows it no
+    more and creates no second key."""
+    tab = Tab(browser, site.url, width=390, height=844)
+    page = tab.page
+    page.goto("/signup")
+    page.get_by_label("Username").fill("phonekeys")
+    page.get_by_label("Email").fill("phonekeys@example.com")
+    page.get_by_label("Password", exact=True).fill("phone-pass-1")
+    page.get_by_label("Repeat the password").fill("phone-pass-1")
+    page.get_by_role("button", name="Create account").click()
+    expect(page).to_have_url(re.compile(r"/dashboard$"))
+    page.goto("/keys")
+    page.get_by_label("Name").fill("a rather long key name for a phone screen")
+    page.get_by_role("button", name="Create key").click()
+    expect(page).to_have_url(re.compile(r"/keys$"))  # redirected after the POST
+    key = page.locator("#new-key-value").inner_text().strip()
+    assert re.fullmatch(r"sk-[A-Za-z0-9]{64}", key)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    tab.shot("24-phone-key-created")
+    anthropic.Anthropic(api_key=key, base_url=site.url, max_retries=0).messages.create(
+        model="claude-sonnet-4", max_tokens=100, messages=[{"role": "user", "content": "Hello"}])
+    page.reload()
+    expect(page.locator("#new-key-value")).to_have_count(0)
+    assert site.run(site.services.db.api_keys.count_documents({})) == 1
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    assert page.evaluate("document.querySelector('#keys-table').getBoundingClientRect().right") <= 390
+    tab.shot("25-phone-keys-table")
+    code = site.admin.post("/admin/api/topup-codes", json={"credits": 20, "note": "phone"}).json()["codes"][0]
+    page.goto("/topup")
+    page.get_by_label("Top-up code").fill(code)
+    page.get_by_role("button", name="Redeem").click()
+    expect(page.locator(".flash")).to_contain_text("Added 20 credits")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    tab.shot("26-phone-topup")
+    tab.close()
+
+
 def test_keyboard_only_signup(browser, site):
     """The sign-up form can be completed with the keyboard alone, and focus is visibly outlined."""
     tab = Tab(browser, site.url)

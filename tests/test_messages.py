@@ -237,6 +237,9 @@ def test_stream_bytes_identical_to_the_upstream_stream(gateway):
     def norm(raw: bytes) -> bytes:  # only the fake's per-request counters differ
         return re.sub(rb"(msg|toolu)_fake_\d+", rb"\1_fake_N", raw)
 
+    # …and the gateway's cost comment before message_stop (tests/test_stream_costs.py).
+    via_gateway = re.sub(rb": cheaplm-credits-used=[0-9.]+\n: cheaplm-credits-remaining=[0-9.]+\n\n", b"", via_gateway)
+
     assert norm(via_gateway) == norm(direct)
     assert b'"type":"signature_delta","signature":"EqQBCkYIARgCKkBfakeSignature=="' in via_gateway
     assert b"input_json_delta" in via_gateway

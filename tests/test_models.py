@@ -149,3 +149,18 @@ def test_cors_preflight_on_api_routes(gateway):
         "Access-Control-Request-Headers": "x-api-key, anthropic-dangerous-direct-browser-access"})
     assert r.status_code == 204 and r.headers["access-control-allow-origin"] == "*"
     assert "anthropic-dangerous-direct-browser-access" in r.headers["access-control-allow-headers"]
+
+
+def test_model_discovery_as_claude_code_does_it(gateway):
+    """Claude Code's gateway discovery: GET /v1/models?limit=1000 with anthropic-version and a
+    Bearer token → the Anthropic list at once (no redirect), every id starting with claude."""
+    _, key = gateway.user_with_key()
+    r = httpx.get(gateway.url + "/v1/models?limit=1000", follow_redirects=False, timeout=5,
+                  headers={"Authorization": f"Bearer {key}", "anthropic-version": "2023-06-01"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    ids = [m["id"] for m in body["data"]]
+    assert body["has_more"] is False and body["first_id"] == ids[0] and body["last_id"] == ids[-1]
+    assert ids and all(i.startswith("claude") for i in ids)
+    assert all(m["type"] == "model" and m["display_name"] and m["created_at"] for m in body["data"])
+    assert {"claude-opus-4-8", "claude-sonnet-5", "claude-haiku-4-5-20251001"} <= set(ids)

@@ -56,7 +56,8 @@ class Site:
     def create_key(self, name: str = "laptop", **limits) -> tuple[str, str]:
         """(full key, key id) of a new key made through the keys page."""
         r = self.post("/keys", {"name": name, **limits})
-        assert r.status_code == 200, r.text
+        assert r.status_code == 303 and r.headers["location"] == "/keys", r.text
+        r = self.get("/keys")
         raw = re.search(r'id="new-key-value">(sk-[A-Za-z0-9]+)<', r.text).group(1)
         key_id = re.search(r'id="new-key-manage" href="/keys/([0-9a-f]{24})"', r.text).group(1)
         return raw, key_id
@@ -398,12 +399,16 @@ def test_created_key_is_shown_once_and_works(gateway):
     """Creating a key shows the full key once (no-store) with a copy button; the list shows only its prefix."""
     site = signed_in(gateway, credits=1)
     r = site.post("/keys", {"name": "ci runner"})
+    assert r.status_code == 303 and r.headers["location"] == "/keys"  # redirect after POST
+    assert "sk-" not in r.headers["location"] and "sk-" not in r.text
+    r = site.get("/keys")
     raw = re.search(r'id="new-key-value">(sk-[A-Za-z0-9]{64})<', r.text).group(1)
     assert "no-store" in r.headers["cache-control"]
     assert 'data-copy="#new-key-value"' in r.text and "only time the full key is shown" in r.text
     assert call(gateway, raw).status_code == 200
-    listing = site.get("/keys").text
+    listing = site.get("/keys").text  # a refresh: the key is not shown again, and no second key is made
     assert raw not in listing and f"{raw[:7]}…{raw[-4:]}" in listing and "ci runner" in listing
+    assert gateway.run(gateway.services.db.api_keys.count_documents({"name": "ci runner"})) == 1
     stored = gateway.run(gateway.services.db.api_keys.find_one({"name": "ci runner"}))
     assert raw not in str(stored)
 

@@ -9,10 +9,14 @@ import tornado.web
 from handlers.base import PageHandler, fmt_day
 from services.accounts.keys import KEY_NAME_MAX
 from services.core.clock import as_utc, utcnow
-from services.core.errors import InvalidRequest
+from services.core.errors import GatewayError, InvalidRequest
 from services.core.money import fmt_credits
 
 PAGE_SIZE = 50
+NEW_KEY_COOKIE = "cheaplm_new_key"
+NEW_KEY_MINUTES = 10
+"""The new key's one-time handoff from the POST to the page it redirects to: a signed,
+HttpOnly cookie scoped to /keys, read and cleared by the next GET (never in a URL)."""
 
 
 def key_status(doc: dict, now: dt.datetime) -> tuple[str, str]:
@@ -70,7 +74,23 @@ class KeysPageHandler(KeyFormMixin, PageHandler):
 
     @tornado.web.authenticated
     async def get(self) -> None:
-        await self.show()
+        new_key, new_doc = await self._take_new_key()
+        await self.show(new_key=new_key, new_doc=new_doc)
+
+    async def _take_new_key(self) -> tuple[str | None, dict | None]:
+        """The key created by this browser's last POST, once (a refresh shows it no more)."""
+        if not self.get_cookie(NEW_KEY_COOKIE):
+            return None, None
+        self.clear_cookie(NEW_KEY_COOKIE, path="/keys")
+        value = self.get_signed_cookie(NEW_KEY_COOKIE, max_age_days=NEW_KEY_MINUTES / 1440)
+        user_id, _, rest = (value or b"").decode(errors="replace").partition(":")
+        key_id, _, raw = rest.partition(":")
+        if not raw or user_id != str(self.current_user["_id"]):
+            return None, None
+        try:
+            return raw, await self.services.keys.get(key_id, user_id=self.current_user["_id"])
+        except GatewayError:  # revoked or gone meanwhile
+            return None, None
 
     async def show(self, *, new_key: str | None = None, new_doc: dict | None = None, form: dict | None = None,
                    errors: dict | None = None, status: int = 200) -> None:
@@ -95,7 +115,10 @@ class KeysPageHandler(KeyFormMixin, PageHandler):
             except InvalidRequest as exc:
                 errors = {exc.param or "form": exc.message}
             else:
-                return await self.show(new_key=raw, new_doc=doc)
+                # Redirect after POST, so a refresh cannot create a second key.
+                self.set_signed_cookie(NEW_KEY_COOKIE, f"{self.current_user['_id']}:{doc['_id']}:{raw}",
+                                       expires_days=None, path="/keys")
+                return self.redirect("/keys", status=303)
         await self.show(form=form, errors=errors, status=400)
 
 

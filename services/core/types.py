@@ -37,6 +37,7 @@ class Model:
     aliases: tuple[str, ...] = ()
     adaptive_thinking: bool = False
     created: int = 0
+    max_input_1m: int = 0   # input limit with the context-1m beta (0: the upstream has no such variant)
 
     @property
     def supports_thinking(self) -> bool:
@@ -50,7 +51,7 @@ class Model:
                    price_per_1k_micro=to_micro(doc["cost_per_1k"]),
                    features=tuple(doc.get("features", ())), aliases=tuple(doc.get("aliases", ())),
                    adaptive_thinking=bool(doc.get("adaptive_thinking")),
-                   created=int(doc.get("created", 0)))
+                   created=int(doc.get("created", 0)), max_input_1m=int(doc.get("max_input_1m") or 0))
 
 
 @dataclass

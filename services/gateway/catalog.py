@@ -13,7 +13,7 @@ from services.core.types import Model
 # it (`catalog_seed` in the `meta` collection remembers which were), so new releases reach
 # existing deployments while admins' edits and deletions stay.
 _CURRENT = {"max_input": 200_000, "max_output": 64_000, "features": ["thinking", "vision"],
-            "adaptive_thinking": True}
+            "adaptive_thinking": True, "max_input_1m": 1_000_000}
 SEED_MODELS: list[dict] = [
     {"_id": "claude-opus-4-8", "upstream_id": "claude-opus-4-8", "display_name": "Claude Opus 4.8",
      **_CURRENT, "cost_per_1k": "0.22",
@@ -28,7 +28,7 @@ SEED_MODELS: list[dict] = [
      **_CURRENT, "cost_per_1k": "0.13",
      "aliases": ["claude-sonnet-4.6", "sonnet-4.6", "sonnet-4-6", "claude-4.6-sonnet"]},
     {"_id": "claude-haiku-4-5-20251001", "upstream_id": "claude-haiku-4-5-20251001",
-     "display_name": "Claude Haiku 4.5", **_CURRENT, "adaptive_thinking": False, "cost_per_1k": "0.05",
+     "display_name": "Claude Haiku 4.5", **_CURRENT, "adaptive_thinking": False, "max_input_1m": 0, "cost_per_1k": "0.05",
      "aliases": ["claude-haiku-4-5", "claude-haiku-4.5", "haiku-4.5", "haiku-4-5", "claude-4.5-haiku", "haiku"]},
     {"_id": "claude-opus-4.6", "upstream_id": "claude-opus-4-6", "display_name": "Claude Opus 4.6",
      "max_input": 200_000, "max_output": 32_000, "cost_per_1k": "0.22",

@@ -319,7 +319,10 @@ class RelayService:
                     # balance right after the stream ends sees the settled figure.
                     if tracker.error:
                         call.waive(502, tracker.error)
-                    await call.settle()
+                    receipt = await call.settle()
+                    settled = getattr(adapter, "settled", None)  # shows the cost in the final event
+                    if out and settled is not None:
+                        out = settled(out, fmt_credits(receipt.cost), fmt_credits(receipt.balance))
                 if out:
                     if record.ttft_ms is None:
                         record.ttft_ms = call.elapsed_ms()

@@ -103,3 +103,7 @@ class Adapter(Protocol):
 
     def error_frame(self, err: GatewayError) -> bytes:
         """An in-band error event, for a failure after the stream's 200 went out."""
+
+    def settled(self, out: bytes, credits_used: str, credits_remaining: str) -> bytes:
+        """Optional: the stream's last bytes (holding its final event), rewritten once the call
+        is settled to show what it cost, in a form the route's SDKs ignore."""

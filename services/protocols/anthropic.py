@@ -9,6 +9,7 @@ too; only the few events that carry usage or errors are parsed.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from json.decoder import scanstring
@@ -199,6 +200,19 @@ def prepare_messages(raw: bytes, catalog: CatalogService) -> UpstreamRequest:
     return UpstreamRequest(model, body, stream, max_tokens, est, unbounded_input(messages, tools))
 
 
+CONTEXT_1M_BETA = "context-1m-2025-08-07"
+
+
+def with_betas(request: UpstreamRequest, anthropic_beta: str | None) -> UpstreamRequest:
+    """The request as the client's `anthropic-beta` header shapes its limits: the context-1m
+    beta raises the model's input limit (and so the hold's input cap) where the upstream
+    offers a 1M variant (`Model.max_input_1m`)."""
+    model = request.model
+    if anthropic_beta and CONTEXT_1M_BETA in anthropic_beta and model.max_input_1m > model.max_input:
+        return dataclasses.replace(request, model=dataclasses.replace(model, max_input=model.max_input_1m))
+    return request
+
+
 def prepare_count_tokens(raw: bytes, catalog: CatalogService) -> bytes:
     """Validate a count_tokens body (model, messages) and return the bytes to forward."""
     text, fields = decode_body(raw)
@@ -257,3 +271,11 @@ class AnthropicPassthrough:
 
     def error_frame(self, err: GatewayError) -> bytes:
         return error_event(err.error_type, err.message)
+
+    def settled(self, out: bytes, credits_used: str, credits_remaining: str) -> bytes:
+        """An SSE comment (which every SSE client skips) just before message_stop."""
+        comment = (b": cheaplm-credits-used=" + credits_used.encode()
+                   + b"\n: cheaplm-credits-remaining=" + credits_remaining.encode() + b"\n\n")
+        at = out.rfind(b"event: message_stop")
+        at = at if at >= 0 else 0
+        return out[:at] + comment + out[at:]

@@ -43,3 +43,11 @@ class ChatAdapter:
 
     def error_frame(self, err: GatewayError) -> bytes:
         return error_chunk(err.message, err.error_type, err.code)
+
+    def settled(self, out: bytes, credits_used: str, credits_remaining: str) -> bytes:
+        """The cost beside `usage` in the final usage chunk (when the client asked for one)."""
+        end = out.rfind(b"}\n\ndata: [DONE]\n\n")
+        if end < 0 or out.rfind(b'"choices":[],"usage":', 0, end) < 0:
+            return out
+        extra = orjson.dumps({"cheaplm_credits_used": credits_used, "cheaplm_credits_remaining": credits_remaining})
+        return out[:end] + b"," + extra[1:-1] + out[end:]
