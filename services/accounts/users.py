@@ -160,4 +160,7 @@ class UserService:
     async def ensure_admin(self, username: str, password: str) -> None:
         """Create the configured admin account if it does not exist yet."""
         if not await self.db.users.find_one({"username_lower": username.lower()}, {"_id": 1}):
-            await self.create(username, password, role="admin")
+            try:
+                await self.create(username, password, role="admin")
+            except Conflict:  # another process starting at the same time created it
+                pass

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from services.core.errors import InvalidRequest
 from services.core.types import Model
+from services.store.db import DuplicateKeyError
 
 # The current generation (the ids Claude Code and Codex send by default), then the public
 # docs' model table. Each entry is inserted once, the first time a gateway starts that knows
@@ -86,8 +87,11 @@ class CatalogService:
         now = int(time.time())
         new = [{**m, "created": now, "enabled": True, "order": i}
                for i, m in enumerate(SEED_MODELS) if m["_id"] not in seeded | present]
-        if new:
-            await self.db.models.insert_many(new)
+        for doc in new:
+            try:
+                await self.db.models.insert_one(doc)
+            except DuplicateKeyError:  # another process starting at the same time seeded it
+                pass
         await self.db.meta.update_one({"_id": "catalog_seed"},
                                       {"$addToSet": {"ids": {"$each": [m["_id"] for m in SEED_MODELS]}}},
                                       upsert=True)

@@ -303,7 +303,7 @@ class RelayService:
                 tracker.usage.output_tokens = max(tracker.usage.output_tokens, tracker.estimated_output())
         await self._stream_error(call, sink, GatewayError(
             "The gateway is restarting; this stream was ended before it finished. Retry the request.",
-            status=503, error_type="overloaded_error"))
+            status=503, error_type="overloaded_error"), charge=True)
 
     async def _pump(self, response: httpx.Response, call: _Call, sink: Sink) -> None:
         adapter, record, tracker = call.adapter, call.record, call.adapter.tracker
@@ -335,11 +335,12 @@ class RelayService:
             if not tracker.done:
                 await self._stream_error(call, sink, UpstreamError("The upstream closed the stream before it finished."))
 
-    async def _stream_error(self, call: _Call, sink: Sink, err: GatewayError) -> None:
+    async def _stream_error(self, call: _Call, sink: Sink, err: GatewayError, *, charge: bool = False) -> None:
         """After the 200 went out, an error can only be reported in-band: recorded and
-        settled first, like any final event, then written."""
+        settled first, like any final event, then written. The upstream's failures cost
+        nothing; the gateway's own ending of a stream (`charge`) bills what was delivered."""
         log.warning("stream %s: %s", call.hold.request_id, err.message)
-        call.waive(err.status, err.message)
+        (call.fail if charge else call.waive)(err.status, err.message)
         await call.settle()
         await _deliver(sink, call.adapter.error_frame(err))
 

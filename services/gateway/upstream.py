@@ -20,6 +20,7 @@ from httpx_aiohttp import HttpxAiohttpClient
 
 from services.config import Settings
 from services.core.errors import GatewayError, InvalidRequest, UpstreamError, UpstreamOverloaded, error_type_for
+from services.store.db import DuplicateKeyError
 
 log = logging.getLogger(__name__)
 
@@ -137,12 +138,18 @@ class UpstreamService:
 
     async def seed(self) -> None:
         """Keep the `default` upstream record in step with UPSTREAM_BASE_URL / UPSTREAM_API_KEY."""
-        await self.db.upstreams.update_one(
-            {"_id": "default"},
-            {"$set": {"base_url": self.settings.upstream_base_url.rstrip("/"),
-                      "api_key": self.settings.upstream_api_key},
-             "$setOnInsert": {"priority": 0, "weight": 1, "enabled": True, "beta_allowlist": None}},
-            upsert=True)
+        for attempt in range(2):  # two processes upserting at once: the loser updates the winner's
+            try:
+                await self.db.upstreams.update_one(
+                    {"_id": "default"},
+                    {"$set": {"base_url": self.settings.upstream_base_url.rstrip("/"),
+                              "api_key": self.settings.upstream_api_key},
+                     "$setOnInsert": {"priority": 0, "weight": 1, "enabled": True, "beta_allowlist": None}},
+                    upsert=True)
+                break
+            except DuplicateKeyError:
+                if attempt:
+                    raise
         await self.reload()
 
     async def reload(self) -> None:
