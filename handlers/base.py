@@ -54,6 +54,8 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
     metrics = getattr(services, "metrics", None)
     if metrics is not None:
         metrics.request(route, status, model)
+    if status < 500 and not access_log.isEnabledFor(logging.INFO):
+        return
     line = {"request_id": getattr(handler, "request_id", None), "method": request.method,
             "path": redact_uri(request.uri or ""), "route": route, "status": status,
             "latency_ms": latency_ms, "client": request.remote_ip,
@@ -64,10 +66,8 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
         line.update(upstream=receipt.upstream or None, tokens=record.usage.total,
                     input_tokens=record.usage.input_tokens, output_tokens=record.usage.output_tokens,
                     credits=receipt.cost, ttft_ms=record.ttft_ms, usage_status=record.status)
-    if status >= 500:
-        access_log.warning("%s", orjson.dumps(line, default=str).decode())
-    elif access_log.isEnabledFor(logging.INFO):
-        access_log.info("%s", orjson.dumps(line, default=str).decode())
+    access_log.log(logging.WARNING if status >= 500 else logging.INFO, "%s", orjson.dumps(line, default=str).decode())
+
 
 def _trusted(address: str, networks: tuple) -> bool:
     try:
