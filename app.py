@@ -24,6 +24,9 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 from handlers.api import admin, health, messages, models, openai_chat
 from handlers.base import NotFoundApiHandler, NotFoundPageHandler, make_jinja_env
 from handlers.pages import account, auth, dashboard, home, keys, topup
+from handlers.pages import admin as admin_pages
+from services.admin.audit import AuditService
+from services.admin.tokens import AdminTokenService
 from services.accounts.keys import KeyService
 from services.accounts.login_throttle import ThrottleService
 from services.accounts.users import UserService
@@ -43,7 +46,8 @@ ROOT = Path(__file__).resolve().parent
 log = logging.getLogger("cheaplm")
 
 # Each handlers module ends with `routes = [...]`; later modules plug in here.
-ROUTE_MODULES = [health, messages, openai_chat, models, admin, auth, dashboard, keys, topup, account, home]
+ROUTE_MODULES = [health, messages, openai_chat, models, admin, auth, dashboard, keys, topup, account, home,
+                 admin_pages]
 
 
 @dataclass
@@ -64,6 +68,8 @@ class Services:
     throttle: ThrottleService
     http_client: httpx.AsyncClient
     relay: RelayService = field(init=False)
+    audit: AuditService = field(init=False)
+    admin_tokens: AdminTokenService = field(init=False)
 
 
 async def build_services(settings: Settings, *, db,
@@ -85,6 +91,7 @@ async def build_services(settings: Settings, *, db,
         throttle=throttle, upstream=upstream, http_client=http_client,
         ratelimit=RateLimitService(db, settings.rate_limit_rpm), health=HealthService(db, upstream))
     services.relay = RelayService(billing, services.upstream, services.ratelimit)
+    services.audit, services.admin_tokens = AuditService(db), AdminTokenService(db)
     await services.catalog.seed()
     await services.upstream.seed()
     if settings.admin_username:

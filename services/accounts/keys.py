@@ -101,14 +101,14 @@ class KeyService:
         key = await self.db.api_keys.find_one({"key_hash": digest, "revoked": {"$ne": True}})
         if key is None:
             return None, None
-        user = await self.db.users.find_one({"_id": key["user_id"]}, {"username": 1, "frozen": 1})
+        user = await self.db.users.find_one({"_id": key["user_id"]}, {"username": 1, "frozen": 1, "rpm": 1})
         if user is None:
             return None, None
         expires = as_utc(key["expires_at"]) if key.get("expires_at") else None
         principal = Principal(user_id=key["user_id"], username=user["username"], key_id=key["_id"],
                               key_name=key["name"], credit_cap=key.get("credit_cap"),
                               allowed_models=tuple(key.get("allowed_models") or ()), expires_at=expires,
-                              rpm=int(key.get("rpm") or 0))
+                              rpm=int(key.get("rpm") or user.get("rpm") or 0))  # the user's rpm: keys without their own
         problem = None
         if key.get("frozen"):
             problem = "This API key is frozen."

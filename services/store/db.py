@@ -76,6 +76,8 @@ async def ensure_indexes(db) -> None:
     await _ttl_index(db.login_attempts, "window_start", 86400)
     await _ttl_index(db.rate_limits, "expires_at", 0)
     await db.sessions.create_index("user_id")
+    await db.admin_tokens.create_index("token_hash", unique=True)
+    await db.audit.create_index([("at", DESCENDING)])
     await _ttl_index(db.sessions, "expires_at", 0)
 
 

@@ -1,0 +1,4 @@
+"""The admin console (/admin…): server-rendered pages; each has a JSON twin under /admin/api/."""
+from handlers.pages.admin import system, users
+
+routes = [*system.routes, *users.routes]
