@@ -26,6 +26,7 @@ from services.core.money import fmt_credits
 from services.core.types import Principal, Usage
 from services.gateway.ratelimit import RateLimitService
 from services.gateway.upstream import UpstreamService, pass_back_headers
+from services.gateway.upstream_edits import served_by
 from services.protocols.adapter import Adapter, UpstreamRequest
 from services.protocols.sse import EventBuffer
 
@@ -68,6 +69,7 @@ class CallRecord:
     upstream_request_id: str | None = None
     latency_ms: float | None = None     # request received → settlement
     ttft_ms: float | None = None        # request received → first bytes of the answer
+    upstream: str | None = None         # the name of the upstream that served the call
 
     def fields(self) -> dict:
         """The usage document's descriptive fields (the tokens are `usage`'s)."""
@@ -76,6 +78,8 @@ class CallRecord:
                "latency_ms": self.latency_ms}
         if self.ttft_ms is not None:
             doc["ttft_ms"] = self.ttft_ms
+        if self.upstream is not None:
+            doc["upstream"] = self.upstream
         return doc
 
 
@@ -149,8 +153,9 @@ class RelayService:
         answer: bytes | None = None
         try:
             response = await self.upstream.open("/v1/messages", request.body, client_headers, query=query,
-                                                 stream=request.stream)
+                                                 stream=request.stream, model=request.model.id)
             call.record.upstream_request_id = response.headers.get("request-id")
+            call.record.upstream = served_by(response)
             if response.status_code != 200:
                 raise await self.upstream.error_for(response)
             headers = pass_back_headers(response)

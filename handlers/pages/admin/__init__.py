@@ -1,4 +1,4 @@
 """The admin console (/admin…): server-rendered pages; each has a JSON twin under /admin/api/."""
-from handlers.pages.admin import models, system, users
+from handlers.pages.admin import models, system, upstreams, users
 
-routes = [*system.routes, *users.routes, *models.routes]
+routes = [*system.routes, *users.routes, *models.routes, *upstreams.routes]
