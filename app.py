@@ -21,11 +21,12 @@ import tornado.netutil
 import tornado.web
 from pymongo.errors import ConnectionFailure, PyMongoError
 
-from handlers.api import admin, admin_models, admin_upstreams, health, messages, models, openai_chat
+from handlers.api import admin, admin_models, admin_ops, admin_upstreams, health, messages, models, openai_chat
 from handlers.base import NotFoundApiHandler, NotFoundPageHandler, make_jinja_env
 from handlers.pages import account, auth, dashboard, home, keys, topup
 from handlers.pages import admin as admin_pages
 from services.admin.audit import AuditService
+from services.admin.site import SiteSettingsService
 from services.admin.tokens import AdminTokenService
 from services.accounts.keys import KeyService
 from services.accounts.login_throttle import ThrottleService
@@ -46,8 +47,8 @@ ROOT = Path(__file__).resolve().parent
 log = logging.getLogger("cheaplm")
 
 # Each handlers module ends with `routes = [...]`; later modules plug in here.
-ROUTE_MODULES = [health, messages, openai_chat, models, admin_models, admin_upstreams, admin, auth, dashboard,
-                 keys, topup, account, home, admin_pages]
+ROUTE_MODULES = [health, messages, openai_chat, models, admin_models, admin_upstreams, admin_ops, admin, auth,
+                 dashboard, keys, topup, account, home, admin_pages]
 
 
 @dataclass
@@ -70,12 +71,14 @@ class Services:
     relay: RelayService = field(init=False)
     audit: AuditService = field(init=False)
     admin_tokens: AdminTokenService = field(init=False)
+    site: SiteSettingsService = field(init=False)
 
 
 async def build_services(settings: Settings, *, db,
                          http_client: httpx.AsyncClient | None = None) -> Services:
     """Create indexes, seed catalog/upstream/admin and recover stale holds on `db`."""
     await dbmod.ensure_indexes(db)
+    await dbmod.ensure_usage_retention(db, settings.usage_retention_days)
     if http_client is None:
         http_client = build_upstream_client(settings)
     usage = UsageService(db)
@@ -92,6 +95,7 @@ async def build_services(settings: Settings, *, db,
         ratelimit=RateLimitService(db, settings.rate_limit_rpm), health=HealthService(db, upstream))
     services.relay = RelayService(billing, services.upstream, services.ratelimit)
     services.audit, services.admin_tokens = AuditService(db), AdminTokenService(db)
+    services.site = SiteSettingsService(db, settings.signup_credits)
     await services.catalog.seed()
     await services.upstream.seed()
     if settings.admin_username:

@@ -178,29 +178,15 @@ class KeyAdminApiHandler(AdminApiHandler):
         self.write_json(key_json(doc))
 
 
-class UsageAdminApiHandler(AdminApiHandler):
-    async def get(self) -> None:
-        s = self.services
-        username = self.get_argument("username", None)
-        user_id = (await s.users.by_username(username))["_id"] if username else None
-        try:
-            limit = min(max(int(self.get_argument("limit", "50")), 1), 1000)
-        except ValueError:
-            raise InvalidRequest("limit: must be an integer", param="limit") from None
-        rows = await s.usage.recent(user_id=user_id, limit=limit)
-        for row in rows:
-            row["credits"] = to_credits(row.get("credits", 0))
-            row.pop("hold", None)
-        self.write_json({"object": "list", "data": rows})
-
-
 class TopupCodesAdminApiHandler(AdminApiHandler):
-    """POST /admin/api/topup-codes {"credits", "count"?, "note"?} → 201 {"codes": [...]}, shown once."""
+    """POST /admin/api/topup-codes {"credits", "count"?, "note"?, "expires_at"?} → 201 {"codes": [...]},
+    shown once. (GET, the listing, is handlers/api/admin_ops.py's.)"""
 
     async def post(self) -> None:
         body = self.json_body()
         codes = await self.services.topup.generate(
-            body.get("credits"), count=body.get("count", 1), note=body.get("note"), created_by=self.actor)
+            body.get("credits"), count=body.get("count", 1), note=body.get("note"), created_by=self.actor,
+            expires_at=body.get("expires_at"))
         await self.audit("topup.generate", None, after={"credits": body["credits"], "count": len(codes),
                                                          "note": (body.get("note") or "").strip()})
         self.write_json({"codes": codes, "credits": to_credits(to_micro(body["credits"])),
@@ -254,7 +240,5 @@ routes = [
     (r"/admin/api/users/([^/]+)/keys/?", UserKeysAdminApiHandler),
     (r"/admin/api/users/([^/]+)/?", UserAdminApiHandler),
     (r"/admin/api/keys/([^/]+)/?", KeyAdminApiHandler),
-    (r"/admin/api/usage/?", UsageAdminApiHandler),
-    (r"/admin/api/topup-codes/?", TopupCodesAdminApiHandler),
 ]
 

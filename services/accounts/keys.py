@@ -228,6 +228,24 @@ class KeyService:
             out["allowed_models"] = _model_ids(allowed_models)
         return out
 
+    async def list_all(self, q: str = "", *, status: str = "", limit: int = 50, skip: int = 0) -> tuple[list[dict], int]:
+        """Every user's keys (revoked ones too, with `status=revoked`), newest first,
+        optionally by name or prefix containing `q`: (page, how many match)."""
+        query: dict = {}
+        if q:
+            pattern = re.escape(q.strip())
+            query["$or"] = [{"name": {"$regex": pattern, "$options": "i"}}, {"prefix": {"$regex": pattern}}]
+        if status == "revoked":
+            query["revoked"] = True
+        elif status == "frozen":
+            query.update(frozen=True, revoked={"$ne": True})
+        elif status == "active":
+            query.update(frozen={"$ne": True}, revoked={"$ne": True})
+        total = await self.db.api_keys.count_documents(query)
+        docs = await self.db.api_keys.find(query, {"key_hash": 0}).sort([("created_at", -1), ("_id", -1)]).skip(
+            skip).limit(limit).to_list(None)
+        return docs, total
+
 
 def _whole_number(value: object, maximum: int, label: str, param: str) -> int:
     """An integer 0…maximum from JSON (int, integral float) or a form (digits)."""

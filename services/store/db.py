@@ -92,3 +92,18 @@ async def _ttl_index(collection, field: str, seconds: int) -> None:
             raise
         log.warning("this server has no TTL indexes: expired %s documents stay until deleted", collection.name)
         await collection.create_index(field)
+
+
+async def ensure_usage_retention(db, days: int) -> None:
+    """Raw usage records expire `days` after `created_at` (0: kept for good); the daily
+    rollups are never expired. A changed retention replaces the index."""
+    if days <= 0:
+        return
+    seconds = int(days) * 86400
+    try:
+        await _ttl_index(db.usage, "created_at", seconds)
+    except OperationFailure as exc:
+        if exc.code not in (85, 86):  # IndexOptionsConflict / IndexKeySpecsConflict: another retention
+            raise
+        await db.usage.drop_index("created_at_1")
+        await _ttl_index(db.usage, "created_at", seconds)

@@ -1,4 +1,4 @@
-"""Admin overview, audit trail and admin API tokens."""
+"""Admin audit trail and admin API tokens."""
 from __future__ import annotations
 
 import tornado.web
@@ -7,13 +7,6 @@ from handlers.pages.admin.base import AdminPageHandler
 from services.core.errors import InvalidRequest
 
 PAGE_SIZE = 50
-
-
-class OverviewPageHandler(AdminPageHandler):
-    @tornado.web.authenticated
-    async def get(self) -> None:
-        _, users = await self.services.users.search("", limit=1)
-        self.render_admin("overview.html", user_count=users)
 
 
 class AuditPageHandler(AdminPageHandler):
@@ -57,7 +50,6 @@ class TokenRevokePageHandler(AdminPageHandler):
 
 
 routes = [
-    (r"/admin/?", OverviewPageHandler),
     (r"/admin/audit/?", AuditPageHandler),
     (r"/admin/tokens/?", TokensPageHandler),
     (r"/admin/tokens/([0-9a-f]{24})/revoke/?", TokenRevokePageHandler),
