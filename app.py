@@ -21,7 +21,8 @@ import tornado.netutil
 import tornado.web
 from pymongo.errors import ConnectionFailure, PyMongoError
 
-from handlers.api import admin, admin_models, admin_ops, admin_upstreams, health, messages, models, openai_chat
+from handlers.api import (admin, admin_models, admin_openapi, admin_ops, admin_upstreams, health, messages, models,
+                          openai_chat)
 from handlers.base import NotFoundApiHandler, NotFoundPageHandler, make_jinja_env
 from handlers.pages import account, auth, dashboard, home, keys, topup
 from handlers.pages import admin as admin_pages
@@ -47,8 +48,8 @@ ROOT = Path(__file__).resolve().parent
 log = logging.getLogger("cheaplm")
 
 # Each handlers module ends with `routes = [...]`; later modules plug in here.
-ROUTE_MODULES = [health, messages, openai_chat, models, admin_models, admin_upstreams, admin_ops, admin, auth,
-                 dashboard, keys, topup, account, home, admin_pages]
+ROUTE_MODULES = [health, messages, openai_chat, models, admin_openapi, admin_models, admin_upstreams, admin_ops,
+                 admin, auth, dashboard, keys, topup, account, home, admin_pages]
 
 
 @dataclass
