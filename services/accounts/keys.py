@@ -119,7 +119,7 @@ class KeyService:
     async def reserve_cap(self, key_id, amount: int) -> bool:
         """Take `amount` from a capped key's `cap_left` if it covers it. Atomic; False if not."""
         doc = await self.db.api_keys.find_one_and_update(
-            {"_id": key_id, "cap_left": {"$gte": amount}}, {"$inc": {"cap_left": -amount}}, projection={"_id": 1})
+            {"_id": key_id, "cap_left": {"$gte": amount}}, {"$inc": {"cap_left": -amount}})
         return doc is not None
 
     async def refund_cap(self, key_id, amount: int) -> None:

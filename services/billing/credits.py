@@ -121,8 +121,7 @@ class BillingService:
         hold.entry = hold_entry(request_id, amount, time.time(), principal.key_id if hold.key_capped else None)
         placed = await self.db.users.find_one_and_update(
             {"_id": principal.user_id, "frozen": {"$ne": True}, "balance": {"$gte": amount}},
-            {"$inc": {"balance": -amount, "held": amount}, "$push": {"holds": hold.entry}},
-            projection={"_id": 1})
+            {"$inc": {"balance": -amount, "held": amount}, "$push": {"holds": hold.entry}})
         if placed is None:
             if hold.key_capped:
                 await self.keys.refund_cap(principal.key_id, amount)
@@ -157,15 +156,14 @@ class BillingService:
         # credits left are exact without reading the document again.
         before = await self.db.users.find_one_and_update(
             {"_id": p.user_id, "holds": hold.entry},
-            {"$inc": {"balance": hold.amount - cost, "held": -hold.amount}, "$pull": {"holds": hold.entry}},
-            projection={"balance": 1, "held": 1})
+            {"$inc": {"balance": hold.amount - cost, "held": -hold.amount}, "$pull": {"holds": hold.entry}})
         if before is not None:
             credits_left = before["balance"] + before["held"] - cost
         else:
             # The hold was released by start-up recovery while this request ran (another
             # process restarted): the tokens were still used, so debit them directly.
             before = await self.db.users.find_one_and_update(
-                {"_id": p.user_id}, {"$inc": {"balance": -cost}}, projection={"balance": 1, "held": 1})
+                {"_id": p.user_id}, {"$inc": {"balance": -cost}})
             credits_left = before["balance"] + before["held"] - cost if before else 0
         if hold.key_capped:
             await self.keys.refund_cap(p.key_id, hold.amount - cost)
@@ -282,8 +280,7 @@ class BillingService:
                     continue
                 done = await self.db.users.find_one_and_update(
                     {"_id": user["_id"], "holds": entry},
-                    {"$inc": {"balance": amount, "held": -amount}, "$pull": {"holds": entry}},
-                    projection={"_id": 1})
+                    {"$inc": {"balance": amount, "held": -amount}, "$pull": {"holds": entry}})
                 if done is None:
                     continue
                 released += 1
