@@ -26,6 +26,7 @@ from handlers.api import (admin, admin_models, admin_openapi, admin_ops, admin_u
 from handlers.base import NotFoundApiHandler, NotFoundPageHandler, make_jinja_env
 from handlers.pages import account, auth, dashboard, home, keys, topup
 from handlers.pages import admin as admin_pages
+from handlers.pages import reset
 from services.admin.audit import AuditService
 from services.admin.site import SiteSettingsService
 from services.admin.tokens import AdminTokenService
@@ -49,7 +50,7 @@ log = logging.getLogger("cheaplm")
 
 # Each handlers module ends with `routes = [...]`; later modules plug in here.
 ROUTE_MODULES = [health, messages, openai_chat, models, admin_openapi, admin_models, admin_upstreams, admin_ops,
-                 admin, auth, dashboard, keys, topup, account, home, admin_pages]
+                 admin, auth, dashboard, keys, topup, account, home, admin_pages, reset]
 
 
 @dataclass

@@ -156,3 +156,31 @@ def test_audit_page_filters(gw):
     page = admin.get("/admin/audit", params={"action": "user."}).text
     assert "user.create" in page and "audited" in page
     assert "user.create" not in admin.get("/admin/audit", params={"actor": "nobody"}).text
+
+
+def test_one_time_reset_link(gw):
+    user = Site(gw)
+    assert user.signup().status_code == 302
+    admin = admin_site(gw)
+    r = admin.post(f"/admin/users/{user.username}", {"action": "reset"})
+    link = re.search(r'id="reset-link">([^<]+)<', r.text).group(1)
+    path = link.removeprefix(gw.url)
+    assert path.startswith("/reset/") and path not in admin.get(f"/admin/users/{user.username}").text
+    visitor = Site(gw)
+    assert visitor.get(path).status_code == 200
+    r = visitor.post(path, {"password": "short", "confirm": "short"})
+    assert r.status_code == 400 and 'id="f-password-error"' in r.text
+    assert visitor.post(path, {"password": "reset-pass-77", "confirm": "reset-pass-77"}).status_code == 302
+    assert visitor.get("/dashboard").status_code == 200
+    assert user.get("/dashboard").status_code == 302  # the old session ended
+    assert Site(gw).post(path, {"password": "again-pass-77", "confirm": "again-pass-77"}).status_code == 404
+    assert Site(gw).login(user.username, "reset-pass-77").status_code == 302
+    assert "user.reset_link" in [a["action"] for a in gw.admin.get("/admin/api/audit").json()["data"]]
+
+
+def test_reset_link_through_the_api(gw):
+    username = gw.create_user()
+    r = gw.admin.post(f"/admin/api/users/{username}/reset-link")
+    assert r.status_code == 201 and "/reset/" in r.json()["url"]
+    assert Site(gw).get(r.json()["url"].removeprefix(gw.url)).status_code == 200
+    assert gw.admin.post("/admin/api/users/nobody-at-all/reset-link").status_code == 404

@@ -152,6 +152,16 @@ class UserCreditsAdminApiHandler(AdminApiHandler):
         self.write_json({"username": user["username"], "credits": to_credits(credits)})
 
 
+class UserResetLinkAdminApiHandler(AdminApiHandler):
+    async def post(self, username: str) -> None:
+        """A one-time password-reset link for the user (valid 24 h), shown once."""
+        user = await self.services.users.by_username(username)
+        token = await self.services.users.create_reset(user["_id"])
+        await self.audit("user.reset_link", user["username"])
+        base = self.services.settings.public_base_url.rstrip("/") or f"{self.request.protocol}://{self.request.host}"
+        self.write_json({"username": user["username"], "url": f"{base}/reset/{token}"}, status=201)
+
+
 class UserKeysAdminApiHandler(AdminApiHandler):
     async def post(self, username: str) -> None:
         body = self.json_body()
@@ -238,6 +248,7 @@ routes = [
     (r"/admin/api/users/?", UsersAdminApiHandler),
     (r"/admin/api/users/([^/]+)/credits/?", UserCreditsAdminApiHandler),
     (r"/admin/api/users/([^/]+)/keys/?", UserKeysAdminApiHandler),
+    (r"/admin/api/users/([^/]+)/reset-link/?", UserResetLinkAdminApiHandler),
     (r"/admin/api/users/([^/]+)/?", UserAdminApiHandler),
     (r"/admin/api/keys/([^/]+)/?", KeyAdminApiHandler),
 ]

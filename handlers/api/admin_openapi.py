@@ -125,6 +125,11 @@ PATHS = {
         "post": op("Create a key for the user (shown once)", ref("Key"), status="201", errors=("400", "401", "404"),
                    body=obj({"name": S, "credit_cap": {"type": ["number", "null"]}, "expires_at": NULL_S,
                              "allowed_models": {"type": "array", "items": S}, "rpm": {"type": ["integer", "null"]}}))},
+    "/admin/api/users/{username}/reset-link": {
+        "parameters": [p("username")],
+        "post": op("A one-time password-reset link (valid 24 h, shown once)", obj({"username": S, "url": S},
+                                                                                 ("username", "url")),
+                   status="201", errors=("401", "404"))},
     "/admin/api/keys": {"get": op("Every key", listing("Key", total=I), params=[
         q("q", S), q("status", {"enum": ["active", "frozen", "revoked"]}), *PAGING])},
     "/admin/api/keys/{key_id}": {

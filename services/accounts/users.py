@@ -216,3 +216,33 @@ class UserService:
         if doc is None:
             raise NotFound("No such user.")
         return doc
+
+    # One-time password-reset links (`password_resets`, written only here):
+    #     {_id: sha256(token), user_id, expires_at}
+    RESET_HOURS = 24
+
+    async def create_reset(self, user_id) -> str:
+        """A one-time reset token for the user, valid RESET_HOURS (only its hash is stored;
+        a newer one replaces any older)."""
+        doc = await self.get(user_id)
+        token = secrets.token_urlsafe(32)
+        await self.db.password_resets.delete_many({"user_id": doc["_id"]})
+        await self.db.password_resets.insert_one({"_id": _session_id(token), "user_id": doc["_id"],
+                                                  "expires_at": utcnow() + dt.timedelta(hours=self.RESET_HOURS)})
+        return token
+
+    async def reset_user(self, token: str) -> dict | None:
+        """The user a live reset token belongs to, else None."""
+        reset = await self.db.password_resets.find_one({"_id": _session_id(token), "expires_at": {"$gt": utcnow()}})
+        return await self.db.users.find_one({"_id": reset["user_id"]}) if reset else None
+
+    async def use_reset(self, token: str, new: object) -> dict | None:
+        """Set the password through a reset token, once: the token is claimed (deleted)
+        before the password changes, so two uses cannot both succeed. None for a dead token."""
+        check_password_rules(new)
+        reset = await self.db.password_resets.find_one_and_delete(
+            {"_id": _session_id(token), "expires_at": {"$gt": utcnow()}})
+        if reset is None:
+            return None
+        await self.set_password(reset["user_id"], new)
+        return await self.get(reset["user_id"])

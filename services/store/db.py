@@ -4,7 +4,7 @@
 Motor. Motor is in critical-fix-only support until May 2027: swapping to PyMongo's
 `AsyncMongoClient` means changing `connect()` here and nothing else, because the rest of
 the code only calls the API subset both drivers (and mongomock-motor) share:
-find_one, find(...).sort().skip().limit().to_list(), insert_one, insert_many,
+find_one, find(...).sort().skip().limit().to_list(), insert_one, insert_many, find_one_and_delete,
 find_one_and_update, update_one, update_many, count_documents, aggregate(...).to_list(),
 create_index, delete_many.
 """
@@ -78,6 +78,7 @@ async def ensure_indexes(db) -> None:
     await db.sessions.create_index("user_id")
     await db.admin_tokens.create_index("token_hash", unique=True)
     await db.audit.create_index([("at", DESCENDING)])
+    await db.password_resets.create_index("user_id")
     await _ttl_index(db.sessions, "expires_at", 0)
 
 

@@ -33,7 +33,8 @@ class UserPageHandler(AdminPageHandler):
     async def get(self, username: str) -> None:
         await self.show(username)
 
-    async def show(self, username: str, *, errors: dict | None = None, status: int = 200, form: dict | None = None):
+    async def show(self, username: str, *, errors: dict | None = None, status: int = 200, form: dict | None = None,
+                   reset_link: str | None = None):
         s = self.services
         user = await s.users.by_username(username)
         totals = await s.usage.totals_by_key(user["_id"])
@@ -43,7 +44,7 @@ class UserPageHandler(AdminPageHandler):
         usage = await s.usage.recent(user_id=user["_id"], limit=20)
         ledger = await s.billing.ledger(user["_id"], limit=20)
         self.render_admin("user.html", status=status, user=user, keys=keys, usage=usage, ledger=ledger,
-                          errors=errors or {}, form=form or {},
+                          errors=errors or {}, form=form or {}, reset_link=reset_link,
                           spent=sum(t.get("credits", 0) for t in totals.values()))
 
     @tornado.web.authenticated
@@ -51,6 +52,10 @@ class UserPageHandler(AdminPageHandler):
         s = self.services
         user = await s.users.by_username(username)
         action = self.get_argument("action", "")
+        if action == "reset":
+            token = await s.users.create_reset(user["_id"])
+            await self.audit("user.reset_link", user["username"])
+            return await self.show(user["username"], reset_link=f"{self.base_url()}/reset/{token}")
         try:
             message = await self._act(user, action)
         except (InvalidRequest, Conflict) as exc:
