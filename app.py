@@ -80,7 +80,8 @@ async def build_services(settings: Settings, *, db,
                          http_client: httpx.AsyncClient | None = None) -> Services:
     """Create indexes, seed catalog/upstream/admin and recover stale holds on `db`."""
     await dbmod.ensure_indexes(db)
-    await dbmod.ensure_usage_retention(db, settings.usage_retention_days)
+    if not settings.embedded:  # mongomock scans a collection for expired documents on every operation
+        await dbmod.ensure_usage_retention(db, settings.usage_retention_days)
     if http_client is None:
         http_client = build_upstream_client(settings)
     usage = UsageService(db)

@@ -104,7 +104,8 @@ async def ensure_usage_retention(db, days: int) -> None:
     try:
         await _ttl_index(db.usage, "created_at", seconds)
     except OperationFailure as exc:
-        if exc.code not in (85, 86):  # IndexOptionsConflict / IndexKeySpecsConflict: another retention
+        # IndexOptionsConflict / IndexKeySpecsConflict (mongomock: no code): another retention
+        if exc.code not in (85, 86) and "different options" not in str(exc):
             raise
         await db.usage.drop_index("created_at_1")
         await _ttl_index(db.usage, "created_at", seconds)
