@@ -7,7 +7,7 @@ import re
 import httpx
 import pytest
 
-from tests.test_pages import PASSWORD, Site, text_of
+from tests.test_pages import Site, text_of
 
 ADMIN = "root"
 ADMIN_PASSWORD = "root-password-1"

@@ -8,7 +8,7 @@ import tornado.web
 
 from handlers.pages.admin.base import AdminPageHandler
 from services.billing.credits import parse_amount
-from services.core.errors import Conflict, GatewayError, InvalidRequest
+from services.core.errors import Conflict, InvalidRequest
 from services.core.money import fmt_credits
 
 PAGE_SIZE = 50
