@@ -255,3 +255,14 @@ def test_upstream_pages_add_edit_disable_and_test(gw):
     call(gw, key)
     assert len(fake.requests) == 2  # the test call and this one
     gw.run(fake.stop())
+
+
+def test_an_upstream_can_know_a_model_by_its_own_id(gw):
+    fake2, second = second_upstream(gw, priority=0, models=["claude-sonnet-4-20250514=their-sonnet"])
+    gw.admin.patch("/admin/api/upstreams/default", json={"priority": 5})
+    username, key = gw.user_with_key()
+    assert call(gw, key).status_code == 200
+    assert fake2.requests[-1].json["model"] == "their-sonnet"
+    assert gw.usage(username)[0]["model"] == "claude-sonnet-4-20250514"
+    r = gw.admin.post(f"/admin/api/upstreams/{second['id']}/test").json()
+    assert r["ok"] and r["model"] == "their-sonnet"

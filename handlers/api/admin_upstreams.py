@@ -13,8 +13,11 @@ def test_model(services, doc: dict) -> str:
     """The upstream model id a test call asks for: the first the upstream serves, else the
     catalog's first model."""
     models = services.catalog.models()
-    served = [m for m in models if not doc.get("models") or m.id in doc["models"]]
-    return (served or models)[0].upstream_id if models else "claude-haiku-4-5"
+    names = dict(entry.partition("=")[::2] for entry in doc.get("models") or ())
+    served = [m for m in models if not names or m.id in names]
+    if not served:
+        return next(iter(names.values()), "") or next(iter(names), "claude-haiku-4-5")
+    return names.get(served[0].id) or served[0].upstream_id
 
 
 class UpstreamsAdminApiHandler(AdminApiHandler):

@@ -122,6 +122,16 @@ class UpstreamStats:
     last_ok_at: float | None = None
 
 
+def model_map(upstream) -> dict[str, str | None]:
+    """{catalog model id: the upstream's own id for it, or None to send the catalog's
+    upstream id}, from `models` entries "id" or "id=upstream-id"."""
+    out: dict[str, str | None] = {}
+    for entry in upstream.models:
+        name, _, upstream_id = entry.partition("=")
+        out[name.strip()] = upstream_id.strip() or None
+    return out
+
+
 def weighted_order(items: list, weight: Callable[[object], int], rng: random.Random) -> list:
     """`items` in a random order where each comes first with probability ∝ its weight
     (weighted sampling without replacement; a weight of 0 goes last)."""
@@ -162,7 +172,7 @@ class UpstreamPool:
     def serving(self, model: str | None) -> list:
         """Enabled upstreams that serve `model` (an upstream listing no models serves all)."""
         return [u for u in self.upstreams
-                if u.enabled and (not u.models or model is None or model in u.models)]
+                if u.enabled and (not u.models or model is None or model in model_map(u))]
 
     def order(self, model: str | None = None) -> list:
         """The upstreams to try for one request, best first; each breaker asked once.

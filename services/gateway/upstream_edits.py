@@ -18,7 +18,7 @@ import orjson
 from bson import ObjectId
 
 from services.core.errors import Conflict, GatewayError, InvalidRequest, NotFound, UpstreamError
-from services.gateway.pool import CLOSED, key_hint, retryable_status
+from services.gateway.pool import CLOSED, key_hint, model_map, retryable_status
 from services.store.db import AFTER
 
 UPSTREAM_FIELDS = ("name", "base_url", "api_key", "priority", "weight", "models", "enabled", "beta_allowlist")
@@ -43,6 +43,15 @@ def served_by(response) -> str | None:
     return getattr(response, "extensions", {}).get(SERVED_BY)
 
 
+def body_for(upstream, body: bytes, model: str | None) -> bytes:
+    """The request body with the model id this upstream knows the model by, when its
+    `models` entry names one ("catalog-id=upstream-id")."""
+    mapped = model_map(upstream).get(model) if model and upstream.models else None
+    if not mapped:
+        return body
+    return orjson.dumps({**orjson.loads(body), "model": mapped})
+
+
 def _backoff(attempt: int) -> float:
     return random.uniform(0, min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (attempt - 1)))
 
@@ -65,7 +74,8 @@ async def failover_open(service, path: str, body: bytes, client_headers, *, quer
             await asyncio.sleep(_backoff(i))
         pool.begin(upstream)
         try:
-            response = await service.open_one(upstream, path, body, client_headers, query=query, stream=stream)
+            response = await service.open_one(upstream, path, body_for(upstream, body, model), client_headers,
+                                              query=query, stream=stream)
         except UpstreamError as exc:
             pool.record_failure(upstream, exc.message)
             last_error = exc
@@ -126,7 +136,7 @@ def upstream_changes(body: dict, keybox, *, creating: bool) -> dict:
     if "weight" in body:
         out["weight"] = _int(body["weight"], "weight", 0, 1000)
     if "models" in body:
-        out["models"] = _names(body["models"], "models", 500)
+        out["models"] = _names(body["models"], "models", 500)  # "catalog-id" or "catalog-id=upstream-id"
     if "enabled" in body:
         if not isinstance(body["enabled"], bool):
             raise InvalidRequest("enabled: must be true or false", param="enabled")
