@@ -70,7 +70,7 @@ def test_admin_runs_the_business_from_the_browser(browser, site):  # noqa: F811
     try:
         page.get_by_role("navigation", name="Admin").get_by_role("link", name="Upstreams").click()
         form = page.locator("#add-upstream")
-        form.get_by_label("Name").fill("second")
+        form.get_by_label("Name", exact=True).fill("second")
         form.get_by_label("Base URL").fill(second_url)
         form.get_by_label("API key").fill("second-upstream-key")
         form.get_by_label("Priority (lower first)").fill("1")
