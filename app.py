@@ -21,13 +21,29 @@ import tornado.netutil
 import tornado.web
 from pymongo.errors import ConnectionFailure, PyMongoError
 
-from handlers.api import admin, health, messages, metrics, models, openai_chat, openai_responses
+from handlers.api import (
+    admin,
+    admin_models,
+    admin_openapi,
+    admin_ops,
+    admin_upstreams,
+    health,
+    messages,
+    metrics,
+    models,
+    openai_chat,
+    openai_responses,
+)
 from handlers.base import PAGE_BODY_MAX, NotFoundApiHandler, NotFoundPageHandler, log_request, make_jinja_env
-from handlers.pages import account, auth, dashboard, home, keys, topup
+from handlers.pages import account, auth, dashboard, home, keys, reset, topup
+from handlers.pages import admin as admin_pages
 from services.accounts.keys import KeyService
 from services.accounts.login_throttle import ThrottleService
 from services.accounts.signin import SignInService
 from services.accounts.users import UserService
+from services.admin.audit import AuditService
+from services.admin.site import SiteSettingsService
+from services.admin.tokens import AdminTokenService
 from services.billing.credits import BillingService
 from services.billing.topup import TopupService
 from services.billing.usage import UsageService
@@ -48,8 +64,9 @@ ROOT = Path(__file__).resolve().parent
 log = logging.getLogger("cheaplm")
 
 # Each handlers module ends with `routes = [...]`; later modules plug in here.
-ROUTE_MODULES = [health, metrics, messages, openai_chat, openai_responses, models, admin, auth, dashboard, keys, topup,
-                 account, home]
+ROUTE_MODULES = [health, metrics, messages, openai_chat, openai_responses, models, admin_openapi, admin_models,
+                 admin_upstreams, admin_ops, admin, auth, dashboard, keys, topup, account, home, admin_pages,
+                 reset]
 
 
 @dataclass
@@ -68,19 +85,24 @@ class Services:
     health: HealthService
     topup: TopupService
     throttle: ThrottleService
-    signin: SignInService
     http_client: httpx.AsyncClient
+    signin: SignInService = field(init=False)
     relay: RelayService = field(init=False)
     instances: InstanceService = field(init=False)
     metrics: Metrics = field(init=False)
     pending: PendingSettlements = field(init=False)
     count_tokens: CountTokensService = field(init=False)
+    audit: AuditService = field(init=False)
+    admin_tokens: AdminTokenService = field(init=False)
+    site: SiteSettingsService = field(init=False)
 
 
 async def build_services(settings: Settings, *, db,
                          http_client: httpx.AsyncClient | None = None) -> Services:
     """Create indexes, seed catalog/upstream/admin and recover stale holds on `db`."""
     await dbmod.ensure_indexes(db)
+    if not settings.embedded:  # mongomock scans a collection for expired documents on every operation
+        await dbmod.ensure_usage_retention(db, settings.usage_retention_days)
     if http_client is None:
         http_client = build_upstream_client(settings)
     usage = UsageService(db)
@@ -96,7 +118,7 @@ async def build_services(settings: Settings, *, db,
         settings=settings, db=db, catalog=CatalogService(db, settings.catalog_refresh_seconds),
         users=users, keys=keys, usage=usage, billing=billing, topup=TopupService(db, billing),
         throttle=throttle, upstream=upstream, http_client=http_client,
-        signin=SignInService(users, throttle, billing, settings.signup_credits),
+
         ratelimit=RateLimitService(db, settings.rate_limit_rpm), health=HealthService(db, upstream))
     services.instances, services.metrics = instances, Metrics()
     services.pending = PendingSettlements(billing)
@@ -105,6 +127,9 @@ async def build_services(settings: Settings, *, db,
     services.metrics.watch("holds_outstanding", lambda: services.relay.in_flight)
     services.metrics.watch("pending_settlements", lambda: len(services.pending))
     services.count_tokens = CountTokensService(upstream, settings.count_tokens_cache_seconds)
+    services.audit, services.admin_tokens = AuditService(db), AdminTokenService(db)
+    services.site = SiteSettingsService(db, settings.signup_credits)
+    services.signin = SignInService(users, throttle, billing, services.site)
     await services.catalog.seed()
     await services.upstream.seed()
     if settings.admin_username:

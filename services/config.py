@@ -69,6 +69,17 @@ class Settings:
                                          "(their request crashed). memory:// releases all.")
     catalog_refresh_seconds: float = _setting(5.0, "Seconds between reloads of models and upstreams "
                                               "from the database (edits made elsewhere apply within it).")
+    upstream_key_secret: str = _setting("", "Secret from which the key that encrypts upstream API keys "
+                                        "at rest is derived; default: COOKIE_SECRET.")
+    upstream_max_attempts: int = _setting(3, "Most upstreams one request tries (failover on a connection "
+                                          "error, 429, 5xx or 529 before the answer starts).")
+    upstream_breaker_failures: int = _setting(5, "Failures within UPSTREAM_BREAKER_WINDOW that open an "
+                                              "upstream's circuit breaker (per process).")
+    upstream_breaker_window: float = _setting(30.0, "Seconds over which an upstream's failures are counted.")
+    upstream_breaker_cooldown: float = _setting(30.0, "Seconds an open breaker skips its upstream before "
+                                                "one trial request (half-open).")
+    usage_retention_days: int = _setting(90, "Days raw usage records are kept (a TTL index deletes older "
+                                         "ones; daily rollups are kept for good). 0 keeps them for good.")
     login_max_per_account_address: int = _setting(5, "Failed log-ins for one account from one address "
                                                   "per throttle window.")
     login_max_per_account: int = _setting(100, "Failed log-ins for one account from all addresses per "

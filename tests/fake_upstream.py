@@ -356,7 +356,7 @@ class _Reply:
         self.usage = {"input_tokens": 25, "cache_creation_input_tokens": 0,
                       "cache_read_input_tokens": 0, "output_tokens": 150, **sc.usage}
         self.input_usage = {k: v for k, v in self.usage.items()
-                            if k in ("input_tokens", "cache_creation_input_tokens",
+                            if k in ("input_tokens", "cache_creation_input_tokens", "cache_creation",
                                      "cache_read_input_tokens")}
 
     def envelope(self) -> dict:

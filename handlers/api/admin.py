@@ -1,7 +1,7 @@
-"""Management API under /admin/api/… (JSON in, JSON out), for scripted set-up.
+"""Management API under /admin/api/… (JSON in, JSON out): everything the /admin pages do.
 
-Authenticated only by `Authorization: Bearer <ADMIN_API_TOKEN>`; with no token configured
-every route answers 401.
+Authenticated by `Authorization: Bearer <token>`: the configured ADMIN_API_TOKEN or a named
+admin API token made on /admin/tokens. Every change writes an audit record naming the token.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def user_json(doc: dict, keys: list[dict] | None = None) -> dict:
     out = {"id": str(doc["_id"]), "username": doc["username"], "email": doc.get("email"),
            "role": doc.get("role", "user"), "frozen": doc.get("frozen", False),
            "credits": to_credits(doc.get("balance", 0) + doc.get("held", 0)),
-           "held": to_credits(doc.get("held", 0)), "created_at": doc.get("created_at")}
+           "held": to_credits(doc.get("held", 0)), "rpm": doc.get("rpm", 0), "created_at": doc.get("created_at")}
     if keys is not None:
         out["keys"] = keys
     return out
@@ -38,12 +38,35 @@ def user_json(doc: dict, keys: list[dict] | None = None) -> dict:
 
 class AdminApiHandler(ApiHandler):
     error_flavor = "openai"
+    actor: str = ""
 
     async def check_caller(self) -> None:
         token = self.services.settings.admin_api_token
         given = self.bearer_token()
-        if not token or not given or not hmac.compare_digest(given.encode(), token.encode()):
+        if given and token and hmac.compare_digest(given.encode(), token.encode()):
+            self.actor = "token:ADMIN_API_TOKEN"
+            return
+        named = await self.services.admin_tokens.authenticate(given) if given else None
+        if named is None:
             raise AuthenticationFailed("Admin API: missing or wrong admin token.")
+        self.actor = f"token:{named['name']}"
+
+    async def audit(self, action: str, target: str | None = None, *, before: dict | None = None,
+                    after: dict | None = None) -> None:
+        await self.services.audit.record(self.actor, action, target, before=before, after=after)
+
+    def int_argument(self, name: str, default: int, *, low: int, high: int) -> int:
+        """An integer query parameter within [low, high]; raises InvalidRequest naming it."""
+        raw = self.get_argument(name, None)
+        if raw is None or raw == "":
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise InvalidRequest(f"{name}: must be an integer", param=name) from None
+        if not low <= value <= high:
+            raise InvalidRequest(f"{name}: must be from {low} to {high}", param=name)
+        return value
 
     async def user_with_keys(self, user: dict) -> dict:
         s = self.services
@@ -54,6 +77,16 @@ class AdminApiHandler(ApiHandler):
 
 
 class UsersAdminApiHandler(AdminApiHandler):
+    async def get(self) -> None:
+        """?q= (name or email contains), sort=created|balance|name, limit=1..200, skip=."""
+        sort = self.get_argument("sort", "created")
+        if sort not in ("created", "balance", "name"):
+            raise InvalidRequest("sort: must be created, balance or name", param="sort")
+        limit = self.int_argument("limit", 50, low=1, high=200)
+        skip = self.int_argument("skip", 0, low=0, high=10_000_000)
+        docs, total = await self.services.users.search(self.get_argument("q", ""), sort=sort, limit=limit, skip=skip)
+        self.write_json({"object": "list", "total": total, "data": [user_json(d) for d in docs]})
+
     async def post(self) -> None:
         body = self.json_body()
         s = self.services
@@ -63,6 +96,7 @@ class UsersAdminApiHandler(AdminApiHandler):
         user = await s.users.create(body.get("username"), body.get("password"), email=body.get("email"))
         if credits not in (None, 0, "0"):
             await s.billing.adjust(user["_id"], credits, kind="adjustment", note="initial credits")
+        await self.audit("user.create", user["username"], after={"credits": credits or 0})
         self.write_json(await self.user_with_keys(user), status=201)
 
 
@@ -71,12 +105,34 @@ class UserAdminApiHandler(AdminApiHandler):
         self.write_json(await self.user_with_keys(await self.services.users.by_username(username)))
 
     async def patch(self, username: str) -> None:
+        """{"frozen"?: bool, "role"?: "admin"|"user", "password"?: str, "rpm"?: int}"""
         body = self.json_body()
-        if not isinstance(body.get("frozen"), bool):
+        if "frozen" in body and not isinstance(body["frozen"], bool):
             raise InvalidRequest("frozen: must be true or false", param="frozen")
+        if not {"frozen", "role", "password", "rpm"} & set(body):
+            raise InvalidRequest("frozen: give at least one of frozen, role, password, rpm", param="frozen")
+        if "rpm" in body and (isinstance(body["rpm"], bool) or not isinstance(body["rpm"], int)
+                              or not 0 <= body["rpm"] <= 1_000_000):
+            raise InvalidRequest("rpm: must be an integer from 0 (the gateway default) to 1000000", param="rpm")
         s = self.services
-        user = await s.users.set_frozen((await s.users.by_username(username))["_id"], body["frozen"])
-        s.keys.invalidate()
+        user = await s.users.by_username(username)
+        if "role" in body:
+            user, before = await s.users.set_role(user["_id"], body["role"])
+            await self.audit("user.role", user["username"], before={"role": before}, after={"role": user["role"]})
+        if "password" in body:
+            await s.users.set_password(user["_id"], body["password"])
+            await self.audit("user.password", user["username"])
+        if "rpm" in body:
+            before = user.get("rpm", 0)
+            user = await s.users.set_rpm(user["_id"], body["rpm"])
+            s.keys.invalidate()
+            await self.audit("user.rpm", user["username"], before={"rpm": before}, after={"rpm": body["rpm"]})
+        if "frozen" in body:
+            before = user.get("frozen", False)
+            user = await s.users.set_frozen(user["_id"], body["frozen"])
+            s.keys.invalidate()
+            await self.audit("user.freeze", user["username"], before={"frozen": before},
+                             after={"frozen": body["frozen"]})
         self.write_json(await self.user_with_keys(user))
 
 
@@ -88,8 +144,21 @@ class UserCreditsAdminApiHandler(AdminApiHandler):
             raise InvalidRequest(f"reason: a short text (at most {REASON_MAX} characters) saying why is required",
                                  param="reason")
         user = await self.services.users.by_username(username)
+        before = user.get("balance", 0) + user.get("held", 0)
         credits = await self.services.billing.adjust(user["_id"], body.get("amount"), note=reason.strip())
+        await self.audit("user.credits", user["username"], before={"credits": to_credits(before)},
+                         after={"credits": to_credits(credits), "reason": reason.strip()})
         self.write_json({"username": user["username"], "credits": to_credits(credits)})
+
+
+class UserResetLinkAdminApiHandler(AdminApiHandler):
+    async def post(self, username: str) -> None:
+        """A one-time password-reset link for the user (valid 24 h), shown once."""
+        user = await self.services.users.by_username(username)
+        token = await self.services.users.create_reset(user["_id"])
+        await self.audit("user.reset_link", user["username"])
+        base = self.services.settings.public_base_url.rstrip("/") or f"{self.request.protocol}://{self.request.host}"
+        self.write_json({"username": user["username"], "url": f"{base}/reset/{token}"}, status=201)
 
 
 class UserKeysAdminApiHandler(AdminApiHandler):
@@ -99,6 +168,7 @@ class UserKeysAdminApiHandler(AdminApiHandler):
         raw, doc = await self.services.keys.create(user["_id"], body.get("name"), credit_cap=body.get("credit_cap"),
                                                    expires_at=body.get("expires_at"),
                                                    allowed_models=body.get("allowed_models"), rpm=body.get("rpm"))
+        await self.audit("key.create", str(doc["_id"]), after={"user": user["username"], "name": doc["name"]})
         self.write_json({**key_json(doc), "key": raw}, status=201)
 
 
@@ -107,45 +177,78 @@ class KeyAdminApiHandler(AdminApiHandler):
         body = self.json_body()
         if "frozen" in body and not isinstance(body["frozen"], bool):
             raise InvalidRequest("frozen: must be true or false", param="frozen")
+        before = key_json(await self.services.keys.get(key_id))
         doc = await self.services.keys.update(key_id, name=body.get("name"), frozen=body.get("frozen"),
                                               revoked=body.get("revoked") is True)
+        after = key_json(doc) if doc else {}
+        changed = [k for k in ("name", "frozen") if before.get(k) != after.get(k)]
+        await self.audit("key.revoke" if body.get("revoked") is True else "key.update", key_id,
+                         before={k: before.get(k) for k in changed}, after={k: after.get(k) for k in changed})
         self.write_json(key_json(doc))
 
 
-class UsageAdminApiHandler(AdminApiHandler):
-    async def get(self) -> None:
-        s = self.services
-        username = self.get_argument("username", None)
-        user_id = (await s.users.by_username(username))["_id"] if username else None
-        try:
-            limit = min(max(int(self.get_argument("limit", "50")), 1), 1000)
-        except ValueError:
-            raise InvalidRequest("limit: must be an integer", param="limit") from None
-        rows = await s.usage.recent(user_id=user_id, limit=limit)
-        for row in rows:
-            row["credits"] = to_credits(row.get("credits", 0))
-            row.pop("hold", None)
-        self.write_json({"object": "list", "data": rows})
-
-
 class TopupCodesAdminApiHandler(AdminApiHandler):
-    """POST /admin/api/topup-codes {"credits", "count"?, "note"?} → 201 {"codes": [...]}, shown once."""
+    """POST /admin/api/topup-codes {"credits", "count"?, "note"?, "expires_at"?} → 201 {"codes": [...]},
+    shown once. (GET, the listing, is handlers/api/admin_ops.py's.)"""
 
     async def post(self) -> None:
         body = self.json_body()
         codes = await self.services.topup.generate(
-            body.get("credits"), count=body.get("count", 1), note=body.get("note"), created_by="admin-api")
+            body.get("credits"), count=body.get("count", 1), note=body.get("note"), created_by=self.actor,
+            expires_at=body.get("expires_at"))
+        await self.audit("topup.generate", None, after={"credits": body["credits"], "count": len(codes),
+                                                         "note": (body.get("note") or "").strip()})
         self.write_json({"codes": codes, "credits": to_credits(to_micro(body["credits"])),
                          "note": (body.get("note") or "").strip()}, status=201)
 
 
+def token_json(doc: dict) -> dict:
+    return {"id": str(doc["_id"]), "name": doc["name"], "prefix": doc["prefix"], "created_by": doc.get("created_by"),
+            "created_at": doc.get("created_at"), "last_used_at": doc.get("last_used_at"),
+            "revoked_at": doc.get("revoked_at")}
+
+
+class TokensAdminApiHandler(AdminApiHandler):
+    async def get(self) -> None:
+        self.write_json({"object": "list", "data": [token_json(d) for d in await self.services.admin_tokens.list()]})
+
+    async def post(self) -> None:
+        raw, doc = await self.services.admin_tokens.create(self.json_body().get("name"), created_by=self.actor)
+        await self.audit("token.create", str(doc["_id"]), after={"name": doc["name"]})
+        self.write_json({**token_json(doc), "token": raw}, status=201)
+
+
+class TokenAdminApiHandler(AdminApiHandler):
+    async def delete(self, token_id: str) -> None:
+        doc = await self.services.admin_tokens.revoke(token_id)
+        await self.audit("token.revoke", token_id, before={"name": doc["name"]})
+        self.write_json(token_json(doc))
+
+
+def audit_json(doc: dict) -> dict:
+    return {"id": str(doc["_id"]), "actor": doc["actor"], "action": doc["action"], "target": doc.get("target"),
+            "before": doc.get("before"), "after": doc.get("after"), "at": doc["at"]}
+
+
+class AuditAdminApiHandler(AdminApiHandler):
+    async def get(self) -> None:
+        """?actor=, action= (prefix, e.g. "user."), target=, limit=1..500, skip=."""
+        rows = await self.services.audit.list(
+            actor=self.get_argument("actor", None), action=self.get_argument("action", None),
+            target=self.get_argument("target", None), limit=self.int_argument("limit", 50, low=1, high=500),
+            skip=self.int_argument("skip", 0, low=0, high=10_000_000))
+        self.write_json({"object": "list", "data": [audit_json(d) for d in rows]})
+
+
 routes = [
+    (r"/admin/api/tokens/?", TokensAdminApiHandler),
+    (r"/admin/api/tokens/([^/]+)/?", TokenAdminApiHandler),
+    (r"/admin/api/audit/?", AuditAdminApiHandler),
     (r"/admin/api/users/?", UsersAdminApiHandler),
     (r"/admin/api/users/([^/]+)/credits/?", UserCreditsAdminApiHandler),
     (r"/admin/api/users/([^/]+)/keys/?", UserKeysAdminApiHandler),
+    (r"/admin/api/users/([^/]+)/reset-link/?", UserResetLinkAdminApiHandler),
     (r"/admin/api/users/([^/]+)/?", UserAdminApiHandler),
     (r"/admin/api/keys/([^/]+)/?", KeyAdminApiHandler),
-    (r"/admin/api/usage/?", UsageAdminApiHandler),
-    (r"/admin/api/topup-codes/?", TopupCodesAdminApiHandler),
 ]
 

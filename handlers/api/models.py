@@ -23,7 +23,8 @@ def model_info(m) -> dict:
             "max_input_tokens": m.max_input, "max_output_tokens": m.max_output,
             "cost_per_1k_tokens": to_credits(m.price_per_1k_micro), "features": list(m.features),
             "aliases": list(m.aliases), "supports_thinking": m.supports_thinking,
-            "supports_vision": "vision" in m.features}
+            "supports_vision": "vision" in m.features, "price_rule": m.price_rule,
+            "rates": ({k: to_credits(v) for k, v in vars(m.rates).items()} if m.rates else None)}
 
 
 class ModelsApiHandler(ApiHandler):

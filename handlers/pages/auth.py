@@ -4,7 +4,7 @@ from __future__ import annotations
 from handlers.base import PageHandler, safe_next
 from services.accounts.users import EMAIL_RE, PASSWORD_MAX, PASSWORD_RULES, USERNAME_RE, check_password_rules
 from services.core.errors import GatewayError, InvalidRequest
-from services.core.money import fmt_credits, to_micro
+from services.core.money import fmt_credits
 
 USERNAME_HELP = "3–32 characters: letters, digits, “_”, “.” or “-”."
 FIELD_MAX = 256  # longest username/email we even look at
@@ -43,19 +43,22 @@ def signup_errors(username: str, email: str, password: str, confirm: str) -> dic
 class SignupPageHandler(PageHandler):
     """GET: the form; POST: create the account, grant SIGNUP_CREDITS, sign in, redirect."""
 
-    def get(self) -> None:
+    async def get(self) -> None:
         if self.current_user is not None:
             self.redirect(safe_next(self.get_argument("next", None)))
             return
+        self.signup_settings = await self.services.site.signup()
         self.show(form={})
 
     def show(self, *, form: dict, errors: dict | None = None, status: int = 200) -> None:
+        site = self.signup_settings  # the admin's sign-up settings (services/admin/site.py)
         self.render_page("signup.html", status=status, form=form, errors=errors or {},
                          next=safe_next(self.get_argument("next", None)), rules=PASSWORD_RULES,
                          username_help=USERNAME_HELP, password_max=PASSWORD_MAX,
-                         signup_credits=fmt_credits(to_micro(self.services.settings.signup_credits)))
+                         signup_credits=fmt_credits(site["credits"]), signup_mode=site["mode"])
 
     async def post(self) -> None:
+        self.signup_settings = await self.services.site.signup()
         form = {"username": self.get_argument("username", ""), "email": self.get_argument("email", "")}
         password = self.get_argument("password", "", strip=False)
         errors = signup_errors(form["username"], form["email"], password,
@@ -64,7 +67,7 @@ class SignupPageHandler(PageHandler):
             return self.show(form=form, errors=errors, status=400)
         try:  # the address counts X-Forwarded-For only from TRUSTED_PROXIES
             user = await self.services.signin.sign_up(form["username"], password, email=form["email"],
-                                                      ip=self.request.remote_ip)
+                                                      ip=self.request.remote_ip, invite=self.get_argument("invite", ""))
         except GatewayError as exc:
             return self.show(form=form, errors={exc.param or "form": exc.message}, status=exc.status)
         await self.login(user)
@@ -83,7 +86,12 @@ class LoginPageHandler(PageHandler):
 
     def show(self, *, username: str, errors: dict | None = None, status: int = 200) -> None:
         self.render_page("login.html", status=status, username=username, errors=errors or {},
-                         next=safe_next(self.get_argument("next", None)))
+                         next=safe_next(self.get_argument("next", None)),
+                         signup_mode=self.signup_settings["mode"])
+
+    async def prepare(self) -> None:
+        await super().prepare()
+        self.signup_settings = await self.services.site.signup()
 
     async def post(self) -> None:
         username = self.get_argument("username", "")[:FIELD_MAX]

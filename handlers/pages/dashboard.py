@@ -117,7 +117,7 @@ def model_summary(rows: list[dict]) -> tuple[list[dict], dict]:
 
 def balance_in_tokens(credits: int, models: list[ModelRow]) -> list[dict]:
     """What the balance buys: whole tokens per model at its price (integer arithmetic)."""
-    return [{"model": m.id, "name": m.display_name, "price": m.price,
+    return [{"model": m.id, "name": m.display_name, "price": m.split_rule or m.price,
              "tokens": max(credits, 0) * 1000 // m.price_micro if m.price_micro else 0} for m in models]
 
 

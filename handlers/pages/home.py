@@ -39,13 +39,15 @@ class ModelRow:
     tokens_per_credit: int
     features: tuple[str, ...]
     aliases: tuple[str, ...]
+    split_rule: str = ""  # the separate rates in force, when the model has them
 
     @classmethod
     def of(cls, m: Model) -> "ModelRow":
         return cls(m.id, m.display_name, compact_number(m.max_input), compact_number(m.max_output),
                    fmt_credits(m.price_per_1k_micro), m.price_per_1k_micro,
                    MICRO * 1000 // m.price_per_1k_micro if m.price_per_1k_micro else 0,
-                   tuple(f.capitalize() for f in m.features), m.aliases)
+                   tuple(f.capitalize() for f in m.features), m.aliases,
+                   split_rule=m.price_rule if m.rates else "")
 
 
 def pricing_groups(models: list[Model]) -> list[dict]:

@@ -101,14 +101,14 @@ class KeyService:
         key = await self.db.api_keys.find_one({"key_hash": digest, "revoked": {"$ne": True}})
         if key is None:
             return None, None
-        user = await self.db.users.find_one({"_id": key["user_id"]}, {"username": 1, "frozen": 1})
+        user = await self.db.users.find_one({"_id": key["user_id"]}, {"username": 1, "frozen": 1, "rpm": 1})
         if user is None:
             return None, None
         expires = as_utc(key["expires_at"]) if key.get("expires_at") else None
         principal = Principal(user_id=key["user_id"], username=user["username"], key_id=key["_id"],
                               key_name=key["name"], credit_cap=key.get("credit_cap"),
                               allowed_models=tuple(key.get("allowed_models") or ()), expires_at=expires,
-                              rpm=int(key.get("rpm") or 0))
+                              rpm=int(key.get("rpm") or user.get("rpm") or 0))  # the user's rpm: keys without their own
         problem = None
         if key.get("frozen"):
             problem = "This API key is frozen."
@@ -227,6 +227,24 @@ class KeyService:
         if allowed_models not in (None, "", []):
             out["allowed_models"] = _model_ids(allowed_models)
         return out
+
+    async def list_all(self, q: str = "", *, status: str = "", limit: int = 50, skip: int = 0) -> tuple[list[dict], int]:
+        """Every user's keys (revoked ones too, with `status=revoked`), newest first,
+        optionally by name or prefix containing `q`: (page, how many match)."""
+        query: dict = {}
+        if q:
+            pattern = re.escape(q.strip())
+            query["$or"] = [{"name": {"$regex": pattern, "$options": "i"}}, {"prefix": {"$regex": pattern}}]
+        if status == "revoked":
+            query["revoked"] = True
+        elif status == "frozen":
+            query.update(frozen=True, revoked={"$ne": True})
+        elif status == "active":
+            query.update(frozen={"$ne": True}, revoked={"$ne": True})
+        total = await self.db.api_keys.count_documents(query)
+        docs = await self.db.api_keys.find(query, {"key_hash": 0}).sort([("created_at", -1), ("_id", -1)]).skip(
+            skip).limit(limit).to_list(None)
+        return docs, total
 
 
 def _whole_number(value: object, maximum: int, label: str, param: str) -> int:

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 from services.accounts.login_throttle import ThrottleService
 from services.accounts.users import PASSWORD_MAX, UserService
-from services.core.errors import GatewayError, InvalidRequest
+from services.core.errors import GatewayError, InvalidRequest, PermissionDenied
+from services.core.money import fmt_credits
 
 WRONG_CREDENTIALS = "Wrong username or password."
 
@@ -22,7 +23,7 @@ class SignInService:
     users: UserService
     throttle: ThrottleService
     billing: object  # BillingService, for the sign-up credits
-    signup_credits: float = 0.0
+    site: object     # SiteSettingsService: the admin's sign-up mode, invite code and credits
 
     async def log_in(self, username: str, password: str, ip: str) -> dict:
         """The user whose password this is. Raises RateLimited (reserved attempts used up),
@@ -37,17 +38,25 @@ class SignInService:
         await self.throttle.login_succeeded(attempt)
         return user
 
-    async def sign_up(self, username: str, password: str, *, email: str, ip: str) -> dict:
-        """Create the account (and grant SIGNUP_CREDITS); returns the user. Raises RateLimited
-        (too many sign-ups from this address) or the account's InvalidRequest / Conflict."""
+    async def sign_up(self, username: str, password: str, *, email: str, ip: str, invite: str = "") -> dict:
+        """Create the account (and grant the sign-up credits in force); returns the user.
+
+        Raises PermissionDenied (sign-up closed), InvalidRequest with param "invite" (invite-only
+        and the code does not match), RateLimited (too many sign-ups from this address) or the
+        account's InvalidRequest / Conflict."""
+        site = await self.site.signup()
+        if site["mode"] == "closed":
+            raise PermissionDenied("Sign-up is closed. Ask an administrator for an account.")
+        if site["mode"] == "invite" and not self.site.invite_matches(site, invite):
+            raise InvalidRequest("Enter the invite code you were given.", param="invite")
         await self.throttle.begin_signup(ip)
         try:
             user = await self.users.create(username, password, email=email)
         except GatewayError:
             await self.throttle.signup_failed(ip)
             raise
-        if self.signup_credits > 0:
-            await self.billing.adjust(user["_id"], self.signup_credits, kind="signup", note="Welcome credits")
+        if site["credits"] > 0:
+            await self.billing.adjust(user["_id"], fmt_credits(site["credits"]), kind="signup", note="Welcome credits")
         return user
 
     async def change_password(self, user: dict, current: str, new: str, *, ip: str,

@@ -164,3 +164,88 @@ class UserService:
                 await self.create(username, password, role="admin")
             except Conflict:  # another process starting at the same time created it
                 pass
+
+    async def set_role(self, user_id, role: object) -> tuple[dict, str]:
+        """Make the user an admin or a plain user: (the document after, the role before).
+
+        Raises InvalidRequest for another role, Conflict when it would leave no admin."""
+        if role not in ("admin", "user"):
+            raise InvalidRequest("role: must be 'admin' or 'user'", param="role")
+        doc = await self.get(user_id)
+        before = doc.get("role", "user")
+        if before == "admin" and role != "admin":
+            others = await self.db.users.count_documents({"role": "admin", "_id": {"$ne": doc["_id"]}})
+            if not others:
+                raise Conflict("The last admin cannot be demoted: promote another admin first.", param="role")
+        doc = await self.db.users.find_one_and_update({"_id": doc["_id"]}, {"$set": {"role": role}},
+                                                      return_document=AFTER)
+        if before == "admin" and role != "admin" and not await self.db.users.count_documents({"role": "admin"}):
+            # Two admins demoted each other at once: put this one back rather than leave none.
+            doc = await self.db.users.find_one_and_update({"_id": doc["_id"]}, {"$set": {"role": "admin"}},
+                                                          return_document=AFTER)
+            raise Conflict("The last admin cannot be demoted: promote another admin first.", param="role")
+        return doc, before
+
+    async def search(self, q: str = "", *, sort: str = "created", limit: int = 50,
+                     skip: int = 0) -> tuple[list[dict], int]:
+        """Users whose name or email contains `q` (case-insensitive), and how many match.
+
+        `sort`: "created" (newest first), "balance" (largest first) or "name"."""
+        query: dict = {}
+        if q:
+            pattern = re.escape(q.strip().lower())
+            query = {"$or": [{"username_lower": {"$regex": pattern}},
+                             {"email": {"$regex": pattern, "$options": "i"}}]}
+        order = {"balance": [("balance", -1), ("_id", 1)], "name": [("username_lower", 1)]}.get(
+            sort, [("created_at", -1), ("_id", -1)])
+        total = await self.db.users.count_documents(query)
+        docs = await self.db.users.find(query, {"password_hash": 0, "holds": 0}).sort(order).skip(skip).limit(
+            limit).to_list(None)
+        return docs, total
+
+    async def set_password(self, user_id, new: object) -> None:
+        """An admin sets a new password: rules checked, every session of the user ended."""
+        check_password_rules(new)
+        doc = await self.get(user_id)
+        await self.db.users.update_one({"_id": doc["_id"]}, {"$set": {"password_hash": await hash_password(new)}})
+        await self.end_sessions(doc["_id"])
+
+
+    async def set_rpm(self, user_id, rpm: int) -> dict:
+        """The requests-per-minute limit of each of the user's keys that sets none (0 = the
+        gateway default)."""
+        doc = await self.db.users.find_one_and_update({"_id": as_object_id(user_id)}, {"$set": {"rpm": int(rpm)}},
+                                                      return_document=AFTER)
+        if doc is None:
+            raise NotFound("No such user.")
+        return doc
+
+    # One-time password-reset links (`password_resets`, written only here):
+    #     {_id: sha256(token), user_id, expires_at}
+    RESET_HOURS = 24
+
+    async def create_reset(self, user_id) -> str:
+        """A one-time reset token for the user, valid RESET_HOURS (only its hash is stored;
+        a newer one replaces any older)."""
+        doc = await self.get(user_id)
+        token = secrets.token_urlsafe(32)
+        await self.db.password_resets.delete_many({"user_id": doc["_id"]})
+        await self.db.password_resets.insert_one({"_id": _session_id(token), "user_id": doc["_id"],
+                                                  "expires_at": utcnow() + dt.timedelta(hours=self.RESET_HOURS)})
+        return token
+
+    async def reset_user(self, token: str) -> dict | None:
+        """The user a live reset token belongs to, else None."""
+        reset = await self.db.password_resets.find_one({"_id": _session_id(token), "expires_at": {"$gt": utcnow()}})
+        return await self.db.users.find_one({"_id": reset["user_id"]}) if reset else None
+
+    async def use_reset(self, token: str, new: object) -> dict | None:
+        """Set the password through a reset token, once: the token is claimed (deleted)
+        before the password changes, so two uses cannot both succeed. None for a dead token."""
+        check_password_rules(new)
+        reset = await self.db.password_resets.find_one_and_delete(
+            {"_id": _session_id(token), "expires_at": {"$gt": utcnow()}})
+        if reset is None:
+            return None
+        await self.set_password(reset["user_id"], new)
+        return await self.get(reset["user_id"])

@@ -31,7 +31,7 @@ from services.billing.usage import UsageService
 from services.core.clock import utcnow
 from services.core.errors import Conflict, InsufficientCredits, InvalidRequest, NotFound, PermissionDenied
 from services.core.ids import as_object_id
-from services.core.money import MICRO, cost_micro, fmt_credits, to_micro_checked
+from services.core.money import MICRO, fmt_credits, to_micro_checked
 from services.core.types import Model, Principal
 from services.store.db import AFTER, DuplicateKeyError, PyMongoError
 
@@ -113,7 +113,7 @@ class BillingService:
     @staticmethod
     def hold_amount(model: Model, est_input_tokens: int, max_tokens: int) -> int:
         """Worst-case cost of a request: estimated input plus every allowed output token."""
-        return cost_micro(min(est_input_tokens, model.max_input) + max_tokens, model.price_per_1k_micro)
+        return model.hold_cost(min(est_input_tokens, model.max_input), max_tokens)
 
     async def hold(self, principal: Principal, model: Model, *, request_id: str,
                    est_input_tokens: int, max_tokens: int) -> Hold:
@@ -174,7 +174,7 @@ class BillingService:
             return Receipt(0, 0)
         hold.settled = True
         usage = record.usage
-        p, cost = hold.principal, cost_micro(usage.total, hold.model.price_per_1k_micro)
+        p, cost = hold.principal, hold.model.cost(usage)
         if record.charge_waived:  # a failed call costs nothing; its tokens are still recorded
             cost = 0
         overage = max(0, cost - hold.amount)  # what the hold did not cover (see README Billing)

@@ -5,6 +5,7 @@ are returned once, to whoever generated them.
 """
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import re
 import secrets
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from services.core.clock import utcnow
-from services.core.errors import InvalidRequest
+from services.core.errors import Conflict, InvalidRequest, NotFound
 from services.core.ids import as_object_id
 from services.core.money import MICRO, to_micro_checked
 from services.store.db import AFTER
@@ -57,7 +58,7 @@ class TopupService:
     billing: object  # BillingService
 
     async def generate(self, credits: object, *, count: object = 1, note: object = "",
-                       created_by: str | None = None) -> list[str]:
+                       created_by: str | None = None, expires_at: object = None) -> list[str]:
         """Create `count` codes worth `credits` each and return them (shown this once).
 
         Raises InvalidRequest for a non-positive or too large amount, a bad count or note.
@@ -75,12 +76,14 @@ class TopupService:
             note = ""
         if not isinstance(note, str) or len(note) > NOTE_MAX:
             raise InvalidRequest(f"note: must be text of at most {NOTE_MAX} characters.", param="note")
+        if expires_at is not None:
+            expires_at = _expiry(expires_at)
         codes = [new_code() for _ in range(count)]
         now = utcnow()
         await self.db.topup_codes.insert_many([
             {"code_hash": hash_code(canonical_code(code)), "prefix": code[:8], "amount": amount,
              "note": note.strip(), "created_by": created_by, "created_at": now,
-             "redeemed_by": None, "redeemed_at": None}
+             "redeemed_by": None, "redeemed_at": None, "expires_at": expires_at, "voided_at": None}
             for code in codes])
         return codes
 
@@ -97,8 +100,10 @@ class TopupService:
             raise InvalidRequest("That is not a top-up code. Codes look like CLM-XXXX-XXXX-XXXX-XXXX.",
                                  param="code")
         digest, uid = hash_code(canonical), as_object_id(user_id)
+        now = utcnow()
         code = await self.db.topup_codes.find_one_and_update(
-            {"code_hash": digest, "redeemed_at": None},
+            {"code_hash": digest, "redeemed_at": None, "voided_at": None,
+             "$or": [{"expires_at": None}, {"expires_at": {"$gt": now}}]},
             {"$set": {"redeemed_by": uid, "redeemed_at": utcnow()}}, return_document=AFTER)
         if code is None:
             # One answer for unknown and used codes: telling them apart would confirm which
@@ -114,3 +119,56 @@ class TopupService:
                                                  {"$set": {"redeemed_by": None, "redeemed_at": None}})
             raise
         return amount, credits
+
+    async def list(self, q: str = "", *, status: str = "", limit: int = 50, skip: int = 0) -> tuple[list[dict], int]:
+        """Codes newest first, by note or prefix containing `q`, and status "unused",
+        "redeemed", "void" or "expired": (page, how many match)."""
+        query: dict = {}
+        if q:
+            pattern = re.escape(q.strip())
+            query["$or"] = [{"note": {"$regex": pattern, "$options": "i"}},
+                            {"prefix": {"$regex": pattern, "$options": "i"}}]
+        now = utcnow()
+        if status == "redeemed":
+            query["redeemed_at"] = {"$ne": None}
+        elif status == "void":
+            query["voided_at"] = {"$ne": None}
+        elif status == "unused":
+            query.update(redeemed_at=None, voided_at=None)
+            query.setdefault("$and", []).append({"$or": [{"expires_at": None}, {"expires_at": {"$gt": now}}]})
+        elif status == "expired":
+            query.update(redeemed_at=None, voided_at=None, expires_at={"$ne": None, "$lte": now})
+        total = await self.db.topup_codes.count_documents(query)
+        docs = await self.db.topup_codes.find(query, {"code_hash": 0}).sort([("created_at", -1), ("_id", -1)]).skip(
+            skip).limit(limit).to_list(None)
+        return docs, total
+
+    async def void(self, code_id) -> dict:
+        """Void an unredeemed code, atomically (a redemption racing it wins or loses whole).
+        Raises NotFound for an unknown code, Conflict for a redeemed or already void one."""
+        doc = await self.db.topup_codes.find_one_and_update(
+            {"_id": as_object_id(code_id), "redeemed_at": None, "voided_at": None},
+            {"$set": {"voided_at": utcnow()}}, return_document=AFTER)
+        if doc is None:
+            if await self.db.topup_codes.find_one({"_id": as_object_id(code_id)}, {"_id": 1}) is None:
+                raise NotFound("No such top-up code.")
+            raise Conflict("This code was already redeemed or voided.", param="code_id")
+        return doc
+
+
+def _expiry(value: object) -> dt.datetime:
+    """An expiry from an ISO 8601 date or time (UTC when no offset), in the future."""
+    if isinstance(value, dt.datetime):
+        when = value
+    elif isinstance(value, str):
+        try:
+            when = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidRequest("expires_at: an ISO 8601 date or time, e.g. 2027-01-31", param="expires_at") from None
+    else:
+        raise InvalidRequest("expires_at: an ISO 8601 date or time, e.g. 2027-01-31", param="expires_at")
+    when = when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+    if when <= utcnow():
+        raise InvalidRequest("expires_at: must be in the future", param="expires_at")
+    return when
+

@@ -127,3 +127,95 @@ class UsageService:
         cursor = cursor.sort("created_at", -1).limit(limit)
         async for doc in cursor:
             yield doc
+
+    # ------------------------------------------------------------ admin views
+
+    @staticmethod
+    def admin_query(*, user_id=None, key_id=None, model: str | None = None, upstream: str | None = None,
+                    status: str | None = None, since: dt.datetime | None = None,
+                    until: dt.datetime | None = None) -> dict:
+        """The raw-record query for the admin usage filters (status: "ok", "error" or a code)."""
+        query = UsageService._query(user_id, key_id, model)
+        if upstream:
+            query["upstream"] = upstream
+        if status == "ok":
+            query["status"] = 200
+        elif status == "error":
+            query["status"] = {"$ne": 200}
+        elif status:
+            query["status"] = int(status) if status.isdigit() else status
+        if since or until:
+            query["created_at"] = {**({"$gte": since} if since else {}), **({"$lt": until} if until else {})}
+        return query
+
+    async def admin_page(self, query: dict, *, limit: int, skip: int = 0) -> tuple[list[dict], bool]:
+        rows = await self.db.usage.find(query, {"_id": 0, "hold": 0}).sort("created_at", -1).skip(skip).limit(
+            limit + 1).to_list(limit + 1)
+        return rows[:limit], len(rows) > limit
+
+    async def admin_totals(self, query: dict, *, cap: int = 100_000) -> dict:
+        """Requests, tokens, credits (micro) and errors of the matching records (the newest
+        `cap` of them; summed here, which both stores do alike)."""
+        totals = {"requests": 0, "total_tokens": 0, "credits": 0, "errors": 0}
+        cursor = self.db.usage.find(query, {"_id": 0, "total_tokens": 1, "credits": 1, "status": 1}).sort(
+            "created_at", -1).limit(cap)
+        async for r in cursor:
+            totals["requests"] += 1
+            totals["total_tokens"] += r.get("total_tokens", 0)
+            totals["credits"] += r.get("credits", 0)
+            totals["errors"] += r.get("status") != 200
+        return totals
+
+    async def admin_export(self, query: dict, *, limit: int = 100_000):
+        cursor = self.db.usage.find(query, {"_id": 0, "hold": 0}).sort("created_at", -1).limit(limit)
+        async for doc in cursor:
+            yield doc
+
+    async def totals_for_keys(self, key_ids: list) -> dict:
+        """{key_id: micro-credits spent} for any users' keys, from one read of their rollups."""
+        rows = await self.db.usage_daily.find({"key_id": {"$in": [as_object_id(k) for k in key_ids]}},
+                                              {"_id": 0, "key_id": 1, "credits": 1}).to_list(None)
+        out: dict = {}
+        for r in rows:
+            out[r["key_id"]] = out.get(r["key_id"], 0) + r.get("credits", 0)
+        return out
+
+    async def overview(self, *, since_day: str) -> dict:
+        """Every user's rollups from `since_day` on: per-day and per-model sums and the top
+        users by credits."""
+        rows = await self.db.usage_daily.find(
+            {"day": {"$gte": since_day}},
+            {"_id": 0, "day": 1, "model": 1, "user_id": 1, "requests": 1, "total_tokens": 1, "credits": 1,
+             "errors": 1}).to_list(None)
+        by_day: dict = {}
+        by_model: dict = {}
+        by_user: dict = {}
+        for r in rows:
+            for table, name in ((by_day, r["day"]), (by_model, r.get("model") or "unknown"), (by_user, r["user_id"])):
+                out = table.setdefault(name, {"requests": 0, "total_tokens": 0, "credits": 0, "errors": 0})
+                for f in out:
+                    out[f] += r.get(f, 0)
+        top = lambda table: sorted(table.items(), key=lambda kv: (-kv[1]["credits"], str(kv[0])))[:10]  # noqa: E731
+        return {"rows": rows, "by_day": by_day, "top_models": top(by_model), "top_users": top(by_user)}
+
+    async def upstream_health(self, *, since: dt.datetime, cap: int = 20_000) -> list[dict]:
+        """Per upstream over the newest `cap` records since `since`: requests, error rate and
+        latency percentiles (p50, p95, p99, in ms)."""
+        cursor = self.db.usage.find({"created_at": {"$gte": since}},
+                                    {"_id": 0, "upstream": 1, "status": 1, "latency_ms": 1}).sort(
+            "created_at", -1).limit(cap)
+        groups: dict = {}
+        async for r in cursor:
+            g = groups.setdefault(r.get("upstream") or "unknown", {"latencies": [], "errors": 0, "requests": 0})
+            g["requests"] += 1
+            g["errors"] += r.get("status") != 200
+            if isinstance(r.get("latency_ms"), (int, float)):
+                g["latencies"].append(r["latency_ms"])
+        out = []
+        for name, g in sorted(groups.items()):
+            lat = sorted(g["latencies"])
+            pct = (lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] if lat else None)  # noqa: E731
+            out.append({"upstream": name, "requests": g["requests"], "errors": g["errors"],
+                        "error_rate": round(g["errors"] / g["requests"], 4) if g["requests"] else 0.0,
+                        "p50_ms": pct(0.50), "p95_ms": pct(0.95), "p99_ms": pct(0.99)})
+        return out

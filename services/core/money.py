@@ -57,3 +57,11 @@ def cost_micro(total_tokens: int, price_per_1k_micro: int) -> int:
     under-charges by a fraction of a micro-credit.
     """
     return -(-total_tokens * price_per_1k_micro // 1000)
+
+
+def split_cost_micro(parts) -> int:
+    """Σ tokens × price_per_1k / 1000 over (tokens, price_per_1k_micro) pairs, in micro-credits.
+
+    Summed exactly before one rounding up, so a split-rate call is never charged more than a
+    micro-credit above its exact cost, and never less."""
+    return -(-sum(tokens * price for tokens, price in parts) // 1000)

@@ -5,9 +5,10 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from services.core.errors import InvalidRequest
-from services.core.types import Model
-from services.store.db import DuplicateKeyError
+from services.core.errors import Conflict, InvalidRequest, NotFound
+from services.core.money import fmt_credits, to_micro_checked
+from services.core.types import RATE_FIELDS, Model
+from services.store.db import AFTER, DuplicateKeyError
 
 # The current generation (the ids Claude Code and Codex send by default), then the public
 # docs' model table. Each entry is inserted once, the first time a gateway starts that knows
@@ -62,6 +63,108 @@ SEED_MODELS: list[dict] = [
 
 def _norm(name: str) -> str:
     return name.strip().lower()
+
+
+# Admin edits: the catalog service is the one writer of `models`.
+
+MODEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
+MAX_TOKENS_LIMIT = 100_000_000
+MAX_PRICE = 1_000_000  # credits per 1K tokens
+MAX_ALIASES, MAX_FEATURES = 50, 16
+MODEL_FIELDS = ("id", "upstream_model", "display_name", "aliases", "max_input", "max_output", "price_per_1k",
+                "rates", "features", "enabled")
+
+
+def _name(value: object, param: str) -> str:
+    if not isinstance(value, str) or not MODEL_ID_RE.match(value.strip()):
+        raise InvalidRequest(f"{param}: 1–100 characters: letters, digits, '.', '_', ':', '-' "
+                             f"(starting with a letter or digit)", param=param)
+    return value.strip()
+
+
+def _tokens(value: object, param: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TOKENS_LIMIT:
+        raise InvalidRequest(f"{param}: an integer from 1 to {MAX_TOKENS_LIMIT}", param=param)
+    return value
+
+
+def _price(value: object, param: str) -> str:
+    try:
+        micro = to_micro_checked(value, limit=MAX_PRICE)
+    except ValueError:
+        raise InvalidRequest(f"{param}: a number of credits per 1K tokens from 0 to {MAX_PRICE}", param=param) from None
+    if micro < 0:
+        raise InvalidRequest(f"{param}: must not be negative", param=param)
+    return fmt_credits(micro)
+
+
+def model_changes(body: dict, *, creating: bool) -> dict:
+    """The `models` document fields for an API body (ids, limits, prices as exact decimal
+    text); raises InvalidRequest naming the first bad field. Creating needs id, max_input,
+    max_output and price_per_1k."""
+    unknown = sorted(set(body) - set(MODEL_FIELDS))
+    if unknown:
+        raise InvalidRequest(f"{unknown[0]}: unknown field; the fields are {', '.join(MODEL_FIELDS)}",
+                             param=unknown[0])
+    if creating:
+        for required in ("id", "max_input", "max_output", "price_per_1k"):
+            if required not in body:
+                raise InvalidRequest(f"{required}: field required", param=required)
+    out: dict = {}
+    if "id" in body:
+        out["_id"] = _name(body["id"], "id")
+    if "upstream_model" in body:
+        out["upstream_id"] = _name(body["upstream_model"], "upstream_model")
+    if "display_name" in body:
+        name = body["display_name"]
+        if not isinstance(name, str) or not 0 < len(name.strip()) <= 100:
+            raise InvalidRequest("display_name: text of 1–100 characters", param="display_name")
+        out["display_name"] = name.strip()
+    if "aliases" in body:
+        aliases = body["aliases"]
+        if not isinstance(aliases, list) or len(aliases) > MAX_ALIASES:
+            raise InvalidRequest(f"aliases: a list of at most {MAX_ALIASES} names", param="aliases")
+        out["aliases"] = list(dict.fromkeys(_name(a, "aliases") for a in aliases))
+    for name in ("max_input", "max_output"):
+        if name in body:
+            out[name] = _tokens(body[name], name)
+    if "price_per_1k" in body:
+        out["cost_per_1k"] = _price(body["price_per_1k"], "price_per_1k")
+    if "rates" in body:
+        rates = body["rates"]
+        if rates is not None:
+            if not isinstance(rates, dict):
+                raise InvalidRequest("rates: an object with input, output, cache_write_5m, cache_write_1h and "
+                                     "cache_read (credits per 1K tokens), or null for one price", param="rates")
+            extra = sorted(set(rates) - set(RATE_FIELDS))
+            if extra:
+                raise InvalidRequest(f"rates.{extra[0]}: unknown rate", param=f"rates.{extra[0]}")
+            rates = {f: _price(rates[f], f"rates.{f}") if f in rates else None for f in RATE_FIELDS}
+            missing = [f for f, v in rates.items() if v is None]
+            if missing:
+                raise InvalidRequest(f"rates.{missing[0]}: field required", param=f"rates.{missing[0]}")
+        out["rates"] = rates
+    if "features" in body:
+        features = body["features"]
+        if (not isinstance(features, list) or len(features) > MAX_FEATURES
+                or not all(isinstance(f, str) and re.match(r"^[a-z0-9_-]{1,32}$", f) for f in features)):
+            raise InvalidRequest(f"features: a list of at most {MAX_FEATURES} lower-case names "
+                                 f"(e.g. thinking, vision)", param="features")
+        out["features"] = list(dict.fromkeys(features))
+    if "enabled" in body:
+        if not isinstance(body["enabled"], bool):
+            raise InvalidRequest("enabled: must be true or false", param="enabled")
+        out["enabled"] = body["enabled"]
+    return out
+
+
+async def _check_names(db, doc: dict) -> None:
+    """Refuse names (id, upstream id, aliases) another model already answers to."""
+    mine = {_norm(n) for n in (doc["_id"], *doc.get("aliases", ()))}
+    for other in await db.models.find({"_id": {"$ne": doc["_id"]}}).to_list(None):
+        taken = {_norm(n) for n in (other["_id"], *other.get("aliases", ()))} & mine
+        if taken:
+            raise Conflict(f"aliases: {sorted(taken)[0]!r} already names model {other['_id']!r}", param="aliases")
 
 
 @dataclass
@@ -127,3 +230,57 @@ class CatalogService:
             valid = ", ".join(self._models)
             raise InvalidRequest(f"Unknown model: {name!r}. Valid models: {valid}", param="model")
         return model
+
+    async def list_all(self) -> list[dict]:
+        """Every model document, disabled ones included, in catalog order."""
+        return await self.db.models.find({}).sort([("order", 1), ("_id", 1)]).to_list(None)
+
+
+    async def get_doc(self, model_id: str) -> dict:
+        doc = await self.db.models.find_one({"_id": model_id})
+        if doc is None:
+            raise NotFound(f"No such model: {model_id!r}")
+        return doc
+
+
+    async def create(self, body: dict) -> dict:
+        """Add a model from an API body (see model_changes); raises Conflict for a taken id or alias."""
+        doc = model_changes(body, creating=True)
+        doc.setdefault("upstream_id", doc["_id"])
+        doc.setdefault("display_name", doc["_id"])
+        doc.setdefault("aliases", [])
+        doc.setdefault("features", [])
+        doc.setdefault("enabled", True)
+        doc.setdefault("rates", None)
+        doc.update(created=int(time.time()), order=1000)
+        if await self.db.models.find_one({"_id": doc["_id"]}, {"_id": 1}):
+            raise Conflict(f"id: model {doc['_id']!r} exists", param="id")
+        await _check_names(self.db, doc)
+        try:
+            await self.db.models.insert_one(doc)
+        except DuplicateKeyError:
+            raise Conflict(f"id: model {doc['_id']!r} exists", param="id") from None
+        await self.reload()
+        return doc
+
+
+    async def update(self, model_id: str, body: dict) -> tuple[dict, dict]:
+        """Change a model's fields: (document before, document after). The id cannot change."""
+        before = await self.get_doc(model_id)
+        changes = model_changes(body, creating=False)
+        if changes.pop("_id", model_id) != model_id:
+            raise InvalidRequest("id: a model's id cannot change (add the new name as an alias)", param="id")
+        await _check_names(self.db, {**before, **changes})
+        after = await self.db.models.find_one_and_update({"_id": model_id}, {"$set": changes}, return_document=AFTER)
+        if after is None:
+            raise NotFound(f"No such model: {model_id!r}")
+        await self.reload()
+        return before, after
+
+
+    async def delete(self, model_id: str) -> dict:
+        """Remove a model (the seed never brings it back); returns its last document."""
+        before = await self.get_doc(model_id)
+        await self.db.models.delete_many({"_id": model_id})
+        await self.reload()
+        return before

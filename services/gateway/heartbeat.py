@@ -35,6 +35,11 @@ class StreamKeepAlive:
     def discard(self, stream: HeartbeatStream) -> None:
         self._streams.discard(stream)
 
+    @property
+    def open_streams(self) -> int:
+        """Streams this process is serving now."""
+        return len(self._streams)
+
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.ensure_future(self._run())

@@ -28,6 +28,7 @@ from services.gateway.metrics import Metrics
 from services.gateway.ratelimit import RateLimitService
 from services.gateway.settlements import PendingSettlements
 from services.gateway.upstream import UpstreamService, pass_back_headers
+from services.gateway.upstream_edits import served_by
 from services.protocols.adapter import Adapter, UpstreamRequest
 from services.protocols.sse import EventBuffer
 from services.store.db import PyMongoError
@@ -72,6 +73,7 @@ class CallRecord:
     latency_ms: float | None = None     # request received → settlement
     ttft_ms: float | None = None        # request received → first bytes of the answer
     charge_waived: bool = False         # a failed call: its tokens are recorded, not charged
+    upstream: str | None = None         # the name of the upstream that served the call
 
     def fields(self) -> dict:
         """The usage document's descriptive fields (the tokens are `usage`'s)."""
@@ -82,6 +84,8 @@ class CallRecord:
             doc["ttft_ms"] = self.ttft_ms
         if self.charge_waived:
             doc["charge_waived"] = True
+        if self.upstream is not None:
+            doc["upstream"] = self.upstream
         return doc
 
 
@@ -222,8 +226,9 @@ class RelayService:
         self._calls.add(call)
         try:
             response = await self.upstream.open("/v1/messages", request.body, client_headers, query=query,
-                                                 stream=request.stream)
+                                                 stream=request.stream, model=request.model.id)
             call.record.upstream_request_id = response.headers.get("request-id")
+            call.record.upstream = served_by(response)
             if response.status_code != 200:
                 raise await self.upstream.error_for(response)
             headers = pass_back_headers(response)

@@ -1,8 +1,8 @@
 """The upstream side: which Anthropic-compatible provider to call, and calling it.
 
-Upstreams are data (`upstreams` collection). Today the enabled upstream with the lowest
-`priority` serves every request; pools with weights, failover and circuit breakers will
-choose among the same records later. One shared `httpx.AsyncClient` (from
+Upstreams are data (`upstreams` collection, written only by UpstreamService: the seed here,
+admin edits in upstream_edits.py). Each request goes to the pool's best upstream and fails
+over to the next before its answer starts (services/gateway/pool.py). One shared `httpx.AsyncClient` (from
 `build_upstream_client`, on aiohttp's connection pool and parser) serves all calls.
 """
 from __future__ import annotations
@@ -20,6 +20,8 @@ from httpx_aiohttp import HttpxAiohttpClient
 
 from services.config import Settings
 from services.core.errors import GatewayError, InvalidRequest, UpstreamError, UpstreamOverloaded, error_type_for
+from services.gateway.pool import KeyBox, UpstreamPool
+from services.gateway.upstream_edits import UpstreamEditsMixin, failover_open, upstream_from_doc
 from services.store.db import DuplicateKeyError
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,11 @@ class Upstream:
     base_url: str
     api_key: str
     beta_allowlist: tuple[str, ...] | None = None  # None = forward anthropic-beta unchanged
+    name: str = ""
+    priority: int = 0           # lower first
+    weight: int = 1             # share of traffic among equal priorities
+    models: tuple[str, ...] = ()  # catalog model ids served; empty = all
+    enabled: bool = True
 
 
 def pass_back_headers(response: httpx.Response) -> dict[str, str]:
@@ -118,7 +125,7 @@ def _failure(upstream: Upstream, exc: Exception, *, mid_response: bool = False) 
 
 
 @dataclass
-class UpstreamService:
+class UpstreamService(UpstreamEditsMixin):
     """Chooses the upstream and performs calls; maps transport failures to UpstreamError.
 
     `client` is the shared client from `build_upstream_client`; its owner closes it."""
@@ -135,6 +142,9 @@ class UpstreamService:
         timeout = _stream_timeout(self.settings)
         self._timeouts = timeout.as_dict()
         self._whole_timeouts = {**self._timeouts, "read": self.settings.upstream_timeout}
+        s = self.settings
+        self.keybox = KeyBox(s.upstream_key_secret or s.cookie_secret)
+        self.pool = UpstreamPool(s.upstream_breaker_failures, s.upstream_breaker_window, s.upstream_breaker_cooldown)
 
     async def seed(self) -> None:
         """Keep the `default` upstream record in step with UPSTREAM_BASE_URL / UPSTREAM_API_KEY."""
@@ -143,8 +153,10 @@ class UpstreamService:
                 await self.db.upstreams.update_one(
                     {"_id": "default"},
                     {"$set": {"base_url": self.settings.upstream_base_url.rstrip("/"),
-                              "api_key": self.settings.upstream_api_key},
-                     "$setOnInsert": {"priority": 0, "weight": 1, "enabled": True, "beta_allowlist": None}},
+                              "api_key_enc": self.keybox.encrypt(self.settings.upstream_api_key)},
+                     "$unset": {"api_key": ""},
+                     "$setOnInsert": {"name": "default", "priority": 0, "weight": 1, "enabled": True,
+                                      "beta_allowlist": None, "models": []}},
                     upsert=True)
                 break
             except DuplicateKeyError:
@@ -153,14 +165,11 @@ class UpstreamService:
         await self.reload()
 
     async def reload(self) -> None:
-        docs = await self.db.upstreams.find({"enabled": {"$ne": False}}).sort("priority", 1).to_list(None)
-        if not docs:  # every upstream disabled: calls fail with "No upstream is configured."
-            self._current = None
-            return
-        d = docs[0]
-        allow = d.get("beta_allowlist")
-        self._current = Upstream(d["_id"], d["base_url"].rstrip("/"), d.get("api_key", ""),
-                                 tuple(allow) if allow is not None else None)
+        docs = await self.db.upstreams.find({}).sort([("priority", 1), ("_id", 1)]).to_list(None)
+        self.pool.replace([upstream_from_doc(Upstream, d, self.keybox) for d in docs])
+        enabled = self.pool.serving(None)
+        # every upstream disabled: calls fail with "No upstream is configured."
+        self._current = enabled[0] if enabled else None
 
     def pick(self) -> Upstream:
         if self._current is None:
@@ -186,13 +195,19 @@ class UpstreamService:
         return headers
 
     async def open(self, path: str, body: bytes, client_headers, *, query: str = "",
-                   stream: bool = False) -> httpx.Response:
-        """POST to the upstream and return the response with headers read, body unread.
+                   stream: bool = False, model: str | None = None) -> httpx.Response:
+        """POST to the pool's best upstream for `model`, failing over to the next on a
+        connection error, 429 or 5xx (pool.py); return the response with headers read, body
+        unread, naming the upstream that answered (`served_by`).
 
-        The caller must `aclose()` it. Raises UpstreamError if the upstream cannot be reached
-        or does not answer in time; an error status is returned, not raised (see `error_for`).
+        The caller must `aclose()` it. Raises UpstreamError if no upstream can be reached
+        or answers in time; an error status is returned, not raised (see `error_for`).
         """
-        upstream = self.pick()
+        return await failover_open(self, path, body, client_headers, query=query, stream=stream, model=model)
+
+    async def open_one(self, upstream: Upstream, path: str, body: bytes, client_headers, *, query: str = "",
+                       stream: bool = False) -> httpx.Response:
+        """POST to one upstream (no failover); as `open` otherwise."""
         query = forwarded_query(query)
         url = upstream.base_url + path + (f"?{query}" if query else "")
         request = httpx.Request("POST", url, content=body, headers=self.build_headers(upstream, client_headers),
