@@ -39,11 +39,12 @@ def connect(settings: Settings):
         from pymongo import AsyncMongoClient
 
         # Bounded waits: with the database gone a request fails (503) within about
-        # DATABASE_TIMEOUT_SECONDS instead of hanging; a single operation may take longer
-        # (socketTimeoutMS) before it counts as failed.
+        # DATABASE_TIMEOUT_SECONDS (server selection) instead of hanging. Opening a connection
+        # to a server that answers may take longer under a burst (many new connections at
+        # once), and a single operation longer still, before either counts as failed.
         timeout_ms = int(settings.database_timeout_seconds * 1000)
         client = AsyncMongoClient(settings.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=timeout_ms,
-                                    connectTimeoutMS=timeout_ms, socketTimeoutMS=max(60_000, 5 * timeout_ms))
+                                  connectTimeoutMS=max(5_000, timeout_ms), socketTimeoutMS=max(60_000, 5 * timeout_ms))
     return client, Database(client[settings.mongodb_db])
 
 
