@@ -218,3 +218,48 @@ def test_upstream_calls_are_not_logged_one_by_one(gateway, caplog):
     _, key = gateway.user_with_key()
     assert ask(gateway, key).status_code == 200
     assert not any(gateway.fake.base_url in record.getMessage() for record in caplog.records)
+
+
+class HangUpOnce:
+    """A raw upstream that reads each request; it closes its first connection without an
+    answer (as a kept-alive connection the upstream dropped while idle does), then answers."""
+
+    ANSWER = (b'{"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-20250514", '
+              b'"content": [{"type": "text", "text": "hi"}], "stop_reason": "end_turn", "stop_sequence": null, '
+              b'"usage": {"input_tokens": 5, "output_tokens": 2}}')
+
+    def __init__(self, hang_ups: int = 1) -> None:
+        self.hang_ups, self.connections = hang_ups, 0
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:"))
+            await reader.readexactly(length)
+            if self.connections <= self.hang_ups:
+                return
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                         % (len(self.ANSWER), self.ANSWER))
+            await writer.drain()
+        finally:
+            writer.close()
+
+
+@pytest.mark.parametrize("hang_ups, status", [(1, 200), (5, 502)])
+def test_a_dropped_connection_is_retried_once(start_gateway, hang_ups, status):
+    """An upstream that drops the connection before answering is asked once more on a new
+    connection (aiohttp does not retry a POST itself); one that keeps dropping is a 502 after
+    that one retry, with nothing debited."""
+    port = free_port()
+    gw = start_gateway(upstream_base_url=f"http://127.0.0.1:{port}")
+    upstream = HangUpOnce(hang_ups)
+    server = gw.run(asyncio.start_server(upstream.serve, "127.0.0.1", port))
+    username, key = gw.user_with_key()
+    r = ask(gw, key)
+    assert r.status_code == status, r.text
+    assert upstream.connections == 2
+    if status == 502:
+        assert gw.micro_balance(username) == (100_000_000, 0)
+    server.close()

@@ -212,10 +212,16 @@ class UpstreamService(UpstreamEditsMixin):
         url = upstream.base_url + path + (f"?{query}" if query else "")
         request = httpx.Request("POST", url, content=body, headers=self.build_headers(upstream, client_headers),
                                 extensions={"timeout": self._timeouts if stream else self._whole_timeouts})
-        try:
-            return await self.client.send(request, stream=True)
-        except (httpx.HTTPError, aiohttp.ClientError) as exc:
-            raise _failure(upstream, exc) from None
+        for attempt in range(2):
+            try:
+                return await self.client.send(request, stream=True)
+            except (httpx.HTTPError, aiohttp.ClientError) as exc:
+                # A kept-alive connection the upstream closed while it sat idle fails before any
+                # answer; aiohttp does not retry a POST on it, so try once more on a new one.
+                if attempt == 0 and isinstance(exc.__cause__ or exc, aiohttp.ServerDisconnectedError):
+                    continue
+                raise _failure(upstream, exc) from None
+        raise AssertionError("unreachable")
 
     async def read(self, response: httpx.Response) -> bytes:
         """Read a whole response body; raises UpstreamError on a broken or silent upstream."""
