@@ -225,3 +225,22 @@ def gateway_factory():
     yield make
     for gw in started:
         gw.stop()
+
+
+@pytest.fixture
+def upstream():
+    """A fake upstream in a thread of its own, for gateways run as real processes."""
+    from tests.processes import Upstream
+
+    up = Upstream()
+    yield up
+    up.stop()
+
+
+@pytest.fixture
+def processes():
+    """Real `python app.py` gateway processes a test starts (append them); stopped after it."""
+    started: list = []
+    yield started
+    for p in started:
+        p.stop()

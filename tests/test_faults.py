@@ -10,25 +10,10 @@ import httpx
 import pytest
 
 from tests.conftest import TEST_MONGODB_URI
-from tests.processes import GatewayProcess, StreamReader, Upstream, database, gauge, message_body
+from tests.processes import GatewayProcess, StreamReader, database, gauge, message_body
 
 LONG = "chunks=200 delay=0.05"   # about 10 s
 SHORT = "chunks=10 delay=0.05"   # about half a second
-
-
-@pytest.fixture
-def upstream():
-    up = Upstream()
-    yield up
-    up.stop()
-
-
-@pytest.fixture
-def processes():
-    started: list[GatewayProcess] = []
-    yield started
-    for p in started:
-        p.stop()
 
 
 def wait_for(predicate, timeout: float = 30, what: str = "condition"):

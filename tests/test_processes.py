@@ -9,26 +9,10 @@ import signal
 import time
 
 import httpx
-import pytest
 
-from tests.processes import GatewayProcess, Upstream, database, message_body
+from tests.processes import GatewayProcess, database, message_body
 
 HEADERS = {"anthropic-version": "2023-06-01"}
-
-
-@pytest.fixture
-def upstream():
-    up = Upstream()
-    yield up
-    up.stop()
-
-
-@pytest.fixture
-def processes():
-    started: list[GatewayProcess] = []
-    yield started
-    for p in started:
-        p.stop()
 
 
 async def _burst(urls: list[str], key: str, n: int, body: dict) -> list[int]:

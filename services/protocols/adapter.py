@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from services.core.errors import GatewayError
 from services.core.types import Model, Usage
+from services.protocols.sse import event_data, event_name
 
 # Text runs about 4 bytes a token (English prose; code and other scripts run denser).
 BYTES_PER_TOKEN = 4
@@ -107,3 +108,18 @@ class Adapter(Protocol):
     def settled(self, out: bytes, credits_used: str, credits_remaining: str) -> bytes:
         """Optional: the stream's last bytes (holding its final event), rewritten once the call
         is settled to show what it cost, in a form the route's SDKs ignore."""
+
+
+def translate_events(events: list[bytes], tracker: "UsageTracker", feed) -> bytes:
+    """Run whole upstream events through a translator's `feed(name, data)`, counting each
+    content delta's text with `tracker`: the loop every translating adapter shares."""
+    out = []
+    for ev in events:
+        data = event_data(ev)
+        if data is None:
+            continue
+        name = event_name(ev).decode() or str(data.get("type", ""))
+        if name == "content_block_delta":
+            tracker.delta(data)
+        out.append(feed(name, data))
+    return b"".join(out)

@@ -7,10 +7,10 @@ import time
 import orjson
 
 from services.core.errors import GatewayError
+from services.protocols.adapter import translate_events
 from services.protocols.openai_chat.request import ChatPlan
 from services.protocols.openai_chat.response import anthropic_to_chat
 from services.protocols.openai_chat.stream import KEEPALIVE, ChatStreamTranslator, error_chunk
-from services.protocols.sse import event_data, event_name
 
 
 class ChatAdapter:
@@ -30,16 +30,7 @@ class ChatAdapter:
         return orjson.dumps(anthropic_to_chat(data, self.plan, created=self.created))
 
     def events(self, events: list[bytes]) -> bytes:
-        out = []
-        for ev in events:
-            data = event_data(ev)
-            if data is None:
-                continue
-            name = event_name(ev).decode() or str(data.get("type", ""))
-            if name == "content_block_delta":
-                self.tracker.delta(data)
-            out.append(self.translator.feed(name, data))
-        return b"".join(out)
+        return translate_events(events, self.tracker, self.translator.feed)
 
     def error_frame(self, err: GatewayError) -> bytes:
         return error_chunk(err.message, err.error_type, err.code)

@@ -584,6 +584,19 @@ def chat_to_anthropic(body: dict, model: Model, *, force_thinking: bool = False,
         system = system + [{"type": "text", "text": f"Give your final answer by calling the "
                             f"{JSON_TOOL_NAME} tool; its input is the JSON response."}]
 
+    out = anthropic_body(body, model, max_tokens, system=system, turns=turns, tools=tools,
+                         tool_choice=tool_choice, thinking=thinking, output_config=output_config,
+                         sampling=body, dropped=dropped, stream=stream)
+    return ChatPlan(body=out, stream=stream,
+                    include_usage=bool(stream_options.get("include_usage")),
+                    json_mode="tool" if schema is not None else None,
+                    dropped_params=dropped, requested_model=requested)
+
+
+def anthropic_body(body: dict, model: Model, max_tokens: int, *, system: list, turns: list, tools: list | None,
+                   tool_choice: dict | None, thinking: dict | None, output_config: dict | None, sampling: dict,
+                   dropped: list[str], stream: bool) -> dict[str, Any]:
+    """The Messages request both OpenAI translations end in (fields in Anthropic's order)."""
     out: dict[str, Any] = {"model": model.upstream_id, "max_tokens": max_tokens}
     if system:
         out["system"] = system
@@ -596,15 +609,12 @@ def chat_to_anthropic(body: dict, model: Model, *, force_thinking: bool = False,
         out["thinking"] = thinking
         if output_config is not None:
             out["output_config"] = output_config
-    _sampling(body, out, dropped, thinking_on=thinking is not None)
+    _sampling(sampling, out, dropped, thinking_on=thinking is not None)
     user_id = _user_id(body, dropped)
     if user_id is not None:
         out["metadata"] = {"user_id": user_id}
     out["stream"] = stream
-    return ChatPlan(body=out, stream=stream,
-                    include_usage=bool(stream_options.get("include_usage")),
-                    json_mode="tool" if schema is not None else None,
-                    dropped_params=dropped, requested_model=requested)
+    return out
 
 
 def _sampling(body: dict, out: dict, dropped: list[str], *, thinking_on: bool) -> None:

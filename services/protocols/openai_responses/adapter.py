@@ -7,10 +7,10 @@ import time
 import orjson
 
 from services.core.errors import GatewayError
+from services.protocols.adapter import translate_events
 from services.protocols.openai_responses.request import ResponsesPlan
 from services.protocols.openai_responses.response import anthropic_to_response
 from services.protocols.openai_responses.stream import ResponsesStreamTranslator, keepalive_frame
-from services.protocols.sse import event_data, event_name
 
 
 class ResponsesAdapter:
@@ -32,16 +32,7 @@ class ResponsesAdapter:
                                                   created=self.created))
 
     def events(self, events: list[bytes]) -> bytes:
-        out = []
-        for ev in events:
-            data = event_data(ev)
-            if data is None:
-                continue
-            name = event_name(ev).decode() or str(data.get("type", ""))
-            if name == "content_block_delta":
-                self.tracker.delta(data)
-            out.append(self.translator.feed(name, data))
-        return b"".join(out)
+        return translate_events(events, self.tracker, self.translator.feed)
 
     def error_frame(self, err: GatewayError) -> bytes:
         return self.translator.failed(err.error_type, err.message)

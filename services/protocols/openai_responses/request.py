@@ -30,9 +30,8 @@ from services.protocols.openai_chat.request import (
     THINKING_BUDGETS,
     _media_block,
     _safe_tool_id,
-    _sampling,
     _thinking,
-    _user_id,
+    anthropic_body,
     expect,
     split_thinking_suffix,
 )
@@ -668,26 +667,13 @@ def responses_to_anthropic(body: Any, model: Model, *, force_thinking: bool = Fa
         choice["type"] = "auto"  # thinking rejects forced tool use
         choice.pop("name", None)
 
-    out: dict[str, Any] = {"model": model.upstream_id, "max_tokens": max_tokens}
-    if system:
-        out["system"] = system
-    out["messages"] = turns
-    if anthropic_tools:
-        out["tools"] = anthropic_tools
-        if choice is not None:
-            out["tool_choice"] = choice
-    if thinking is not None:
-        out["thinking"] = thinking
-        if output_config is not None:
-            out["output_config"] = output_config
-    _sampling({k: body.get(k) for k in ("temperature", "top_p")}, out, dropped, thinking_on=thinking is not None)
-    user_id = _user_id(body, dropped)
-    if user_id is not None:
-        out["metadata"] = {"user_id": user_id}
     metadata = body.get("metadata")
     if metadata is not None:
         expect(metadata, dict, "metadata", "an object")
-    out["stream"] = stream
+    out = anthropic_body(body, model, max_tokens, system=system, turns=turns, tools=anthropic_tools,
+                         tool_choice=choice if anthropic_tools else None, thinking=thinking,
+                         output_config=output_config, sampling={k: body.get(k) for k in ("temperature", "top_p")},
+                         dropped=dropped, stream=stream)
     echo = {"instructions": instructions if isinstance(instructions, str) else None,
             "max_output_tokens": body.get("max_output_tokens"),
             "metadata": metadata or {}, "parallel_tool_calls": parallel is not False,
