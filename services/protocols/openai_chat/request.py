@@ -239,21 +239,27 @@ class _Conversation:
     def finish(self) -> list[dict]:
         """Return the Anthropic `messages` list: starts with user, no empty turns."""
         self._require_answered()
-        turns = self.turns
-        if turns and turns[-1]["role"] == "assistant":
-            # Anthropic reads a final assistant message as a prefill, which may not end in
-            # whitespace; an empty one carries nothing, so it is dropped.
-            content = turns[-1]["content"]
-            if content and content[-1]["type"] == "text":
-                content[-1]["text"] = content[-1]["text"].rstrip()
-            if not content:
-                turns.pop()
-        for turn in turns:
-            if not turn["content"]:
-                turn["content"].append({"type": "text", "text": PLACEHOLDER_TEXT})
-        if not turns or turns[0]["role"] != "user":
-            turns.insert(0, {"role": "user", "content": [{"type": "text", "text": PLACEHOLDER_TEXT}]})
-        return turns
+        return normalise_turns(self.turns)
+
+
+def normalise_turns(turns: list[dict]) -> list[dict]:
+    """Anthropic `messages` from translated turns: a final assistant turn is a prefill, which
+    may not end in whitespace (blank trailing text goes; an empty turn carries nothing and is
+    dropped); no turn is empty; the first is the user's."""
+    if turns and turns[-1]["role"] == "assistant":
+        content = turns[-1]["content"]
+        while content and content[-1]["type"] == "text" and not content[-1]["text"].strip():
+            content.pop()
+        if content and content[-1]["type"] == "text":
+            content[-1]["text"] = content[-1]["text"].rstrip()
+        if not content:
+            turns.pop()
+    for turn in turns:
+        if not turn["content"]:
+            turn["content"].append({"type": "text", "text": PLACEHOLDER_TEXT})
+    if not turns or turns[0]["role"] != "user":
+        turns.insert(0, {"role": "user", "content": [{"type": "text", "text": PLACEHOLDER_TEXT}]})
+    return turns
 
 
 def _parse_arguments(arguments: Any, call_id: str, name: str, param: str) -> dict:

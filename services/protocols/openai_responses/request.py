@@ -33,6 +33,7 @@ from services.protocols.openai_chat.request import (
     _thinking,
     anthropic_body,
     expect,
+    normalise_turns,
     split_thinking_suffix,
 )
 
@@ -402,21 +403,7 @@ class _Conversation:
         """The Anthropic `messages`: starts with user, alternates, no empty turns, every call
         answered."""
         self._close_calls()
-        turns = self.turns
-        if turns and turns[-1]["role"] == "assistant":
-            content = turns[-1]["content"]
-            while content and content[-1]["type"] == "text" and not content[-1]["text"].strip():
-                content.pop()
-            if content and content[-1]["type"] == "text":
-                content[-1]["text"] = content[-1]["text"].rstrip()
-            if not content:
-                turns.pop()
-        for turn in turns:
-            if not turn["content"]:
-                turn["content"].append({"type": "text", "text": PLACEHOLDER_TEXT})
-        if not turns or turns[0]["role"] != "user":
-            turns.insert(0, {"role": "user", "content": [{"type": "text", "text": PLACEHOLDER_TEXT}]})
-        return turns
+        return normalise_turns(self.turns)
 
     def last_turn_needs_thinking(self) -> bool:
         """The conversation continues a tool loop whose assistant turn has no (signed) thinking
