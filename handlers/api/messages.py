@@ -4,7 +4,7 @@ from __future__ import annotations
 from handlers.api.relay import RelayHandler
 from handlers.base import ApiHandler
 from services.gateway.upstream import check_forwarded_headers
-from services.protocols.anthropic import AnthropicPassthrough, prepare_count_tokens, prepare_messages, with_betas
+from services.protocols.anthropic import AnthropicPassthrough, prepare_count_tokens, prepare_messages
 
 
 class MessagesApiHandler(RelayHandler):
@@ -12,8 +12,7 @@ class MessagesApiHandler(RelayHandler):
 
     async def post(self) -> None:
         principal = await self.authenticate()
-        req = with_betas(prepare_messages(self.body(), self.services.catalog),
-                         self.request.headers.get("anthropic-beta"))
+        req = prepare_messages(self.body(), self.services.catalog)
         self.services.keys.check_model(principal, req.model)
         await self.relay(principal, req, AnthropicPassthrough(), query=self.request.query)
 

@@ -6,7 +6,6 @@ stream is open.
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
@@ -17,6 +16,7 @@ from services.core.types import Principal
 from services.gateway.heartbeat import StreamKeepAlive
 from services.gateway.upstream import check_forwarded_headers
 from services.protocols.adapter import Adapter, UpstreamRequest
+from services.protocols.anthropic import with_betas
 
 
 class TornadoSink:
@@ -78,10 +78,6 @@ class TornadoSink:
         self._heartbeats.discard(self)
 
 
-# anthropic-beta values that let the input pass the model's usual context (context-1m-…).
-LONG_CONTEXT_BETAS = ("context-1m",)
-
-
 class RelayHandler(ApiHandler):
     """Base for /v1/messages and /v1/chat/completions."""
 
@@ -98,11 +94,8 @@ class RelayHandler(ApiHandler):
                     query: str = "") -> None:
         """Make the billed call (services/gateway/relay.py) and finish the answer it wrote."""
         check_forwarded_headers(self.request.headers)  # before anything is held
-        beta = self.request.headers.get("anthropic-beta", "")
-        if request.unbounded_input or any(b.strip().startswith(LONG_CONTEXT_BETAS) for b in beta.split(",")):
-            # Input the body cannot bound is held at the documented, configured amount.
-            request = dataclasses.replace(request, est_input_tokens=request.est_input_tokens
-                                          + self.services.settings.unbounded_input_tokens)
+        request = with_betas(request, self.request.headers.get("anthropic-beta"),
+                             unbounded_input_tokens=self.services.settings.unbounded_input_tokens)
         self.call_model = request.model.id
         try:
             self.receipt = await self.services.relay.relay(principal, request, adapter, self.sink, request_id=self.request_id,

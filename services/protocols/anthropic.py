@@ -203,13 +203,22 @@ def prepare_messages(raw: bytes, catalog: CatalogService) -> UpstreamRequest:
 CONTEXT_1M_BETA = "context-1m-2025-08-07"
 
 
-def with_betas(request: UpstreamRequest, anthropic_beta: str | None) -> UpstreamRequest:
-    """The request as the client's `anthropic-beta` header shapes its limits: the context-1m
-    beta raises the model's input limit (and so the hold's input cap) where the upstream
-    offers a 1M variant (`Model.max_input_1m`)."""
+# anthropic-beta values that let the input pass the model's usual context (context-1m-…).
+LONG_CONTEXT_BETAS = ("context-1m",)
+
+
+def with_betas(request: UpstreamRequest, anthropic_beta: str | None, *, unbounded_input_tokens: int) -> UpstreamRequest:
+    """The request as the client's `anthropic-beta` header shapes its hold, on every route:
+    the context-1m beta raises the model's input limit where the upstream offers a 1M
+    variant (`Model.max_input_1m`); input the body cannot bound (URL or file sources, server
+    tools, a long-context beta) adds the configured UNBOUNDED_INPUT_TOKENS to the estimate."""
+    betas = [b.strip() for b in (anthropic_beta or "").split(",")]
+    long_context = any(b.startswith(LONG_CONTEXT_BETAS) for b in betas)
     model = request.model
-    if anthropic_beta and CONTEXT_1M_BETA in anthropic_beta and model.max_input_1m > model.max_input:
-        return dataclasses.replace(request, model=dataclasses.replace(model, max_input=model.max_input_1m))
+    if any(CONTEXT_1M_BETA in b for b in betas) and model.max_input_1m > model.max_input:
+        request = dataclasses.replace(request, model=dataclasses.replace(model, max_input=model.max_input_1m))
+    if request.unbounded_input or long_context:
+        request = dataclasses.replace(request, est_input_tokens=request.est_input_tokens + unbounded_input_tokens)
     return request
 
 
