@@ -212,6 +212,9 @@ DOCUMENT = {
 class OpenApiHandler(ApiHandler):
     """The document itself is public: it holds no secrets."""
 
+    async def check_caller(self) -> None:
+        """Open to anyone, without a key."""
+
     def get(self) -> None:
         self.write_json({**DOCUMENT, "servers": [{"url": f"{self.request.protocol}://{self.request.host}"}]})
 
