@@ -388,8 +388,11 @@ def test_unsupported_openai_params_are_dropped_and_reported():
 
 @pytest.mark.parametrize("n", [None, 1], ids=["absent", "one"])
 def test_n_of_one_is_accepted(n):
-    """n absent or 1 is fine."""
-    translate(chat(user(), n=n))
+    """n absent or 1 is fine: a valid request (translate checks it), with no n sent upstream
+    and none reported as dropped."""
+    plan = translate(chat(user(), n=n))
+    assert "n" not in plan.body and "n" not in plan.dropped_params
+    assert len(plan.body["messages"]) == 1 and plan.body["messages"][0]["role"] == "user"
 
 
 def test_n_above_one_is_rejected():
