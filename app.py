@@ -44,6 +44,7 @@ from services.accounts.users import UserService
 from services.admin.audit import AuditService
 from services.admin.site import SiteSettingsService
 from services.admin.tokens import AdminTokenService
+from services.admin.users import AdminUserActions
 from services.billing.credits import BillingService
 from services.billing.topup import TopupService
 from services.billing.usage import UsageService
@@ -95,6 +96,7 @@ class Services:
     audit: AuditService = field(init=False)
     admin_tokens: AdminTokenService = field(init=False)
     site: SiteSettingsService = field(init=False)
+    admin_users: AdminUserActions = field(init=False)
 
 
 async def build_services(settings: Settings, *, db,
@@ -128,6 +130,7 @@ async def build_services(settings: Settings, *, db,
     services.metrics.watch("pending_settlements", lambda: len(services.pending))
     services.count_tokens = CountTokensService(upstream, settings.count_tokens_cache_seconds)
     services.audit, services.admin_tokens = AuditService(db), AdminTokenService(db)
+    services.admin_users = AdminUserActions(users, billing, keys, services.audit)
     services.site = SiteSettingsService(db, settings.signup_credits)
     services.signin = SignInService(users, throttle, billing, services.site)
     await services.catalog.seed()

@@ -8,11 +8,10 @@ from __future__ import annotations
 import hmac
 
 from handlers.base import ApiHandler
+from services.admin.users import check_rpm
 from services.billing.credits import parse_amount
 from services.core.errors import AuthenticationFailed, InvalidRequest
 from services.core.money import to_credits, to_micro
-
-REASON_MAX = 500
 
 
 def key_json(doc: dict, spent: int | None = None) -> dict:
@@ -111,43 +110,22 @@ class UserAdminApiHandler(AdminApiHandler):
             raise InvalidRequest("frozen: must be true or false", param="frozen")
         if not {"frozen", "role", "password", "rpm"} & set(body):
             raise InvalidRequest("frozen: give at least one of frozen, role, password, rpm", param="frozen")
-        if "rpm" in body and (isinstance(body["rpm"], bool) or not isinstance(body["rpm"], int)
-                              or not 0 <= body["rpm"] <= 1_000_000):
-            raise InvalidRequest("rpm: must be an integer from 0 (the gateway default) to 1000000", param="rpm")
-        s = self.services
-        user = await s.users.by_username(username)
-        if "role" in body:
-            user, before = await s.users.set_role(user["_id"], body["role"])
-            await self.audit("user.role", user["username"], before={"role": before}, after={"role": user["role"]})
-        if "password" in body:
-            await s.users.set_password(user["_id"], body["password"])
-            await self.audit("user.password", user["username"])
         if "rpm" in body:
-            before = user.get("rpm", 0)
-            user = await s.users.set_rpm(user["_id"], body["rpm"])
-            s.keys.invalidate()
-            await self.audit("user.rpm", user["username"], before={"rpm": before}, after={"rpm": body["rpm"]})
-        if "frozen" in body:
-            before = user.get("frozen", False)
-            user = await s.users.set_frozen(user["_id"], body["frozen"])
-            s.keys.invalidate()
-            await self.audit("user.freeze", user["username"], before={"frozen": before},
-                             after={"frozen": body["frozen"]})
-        self.write_json(await self.user_with_keys(user))
+            check_rpm(body["rpm"])
+        act, user = self.services.admin_users, await self.services.users.by_username(username)
+        for name, change in (("role", act.set_role), ("password", act.set_password), ("rpm", act.set_rpm),
+                             ("frozen", act.set_frozen)):
+            if name in body:
+                user = await change(self.actor, user, body[name]) or user
+        self.write_json(await self.user_with_keys(await self.services.users.by_username(username)))
 
 
 class UserCreditsAdminApiHandler(AdminApiHandler):
     async def post(self, username: str) -> None:
         body = self.json_body()
-        reason = body.get("reason")
-        if not isinstance(reason, str) or not reason.strip() or len(reason) > REASON_MAX:
-            raise InvalidRequest(f"reason: a short text (at most {REASON_MAX} characters) saying why is required",
-                                 param="reason")
         user = await self.services.users.by_username(username)
-        before = user.get("balance", 0) + user.get("held", 0)
-        credits = await self.services.billing.adjust(user["_id"], body.get("amount"), note=reason.strip())
-        await self.audit("user.credits", user["username"], before={"credits": to_credits(before)},
-                         after={"credits": to_credits(credits), "reason": reason.strip()})
+        credits = await self.services.admin_users.adjust_credits(self.actor, user, body.get("amount"),
+                                                                 body.get("reason"))
         self.write_json({"username": user["username"], "credits": to_credits(credits)})
 
 
@@ -155,8 +133,7 @@ class UserResetLinkAdminApiHandler(AdminApiHandler):
     async def post(self, username: str) -> None:
         """A one-time password-reset link for the user (valid 24 h), shown once."""
         user = await self.services.users.by_username(username)
-        token = await self.services.users.create_reset(user["_id"])
-        await self.audit("user.reset_link", user["username"])
+        token = await self.services.admin_users.reset_link_token(self.actor, user)
         base = self.services.settings.public_base_url.rstrip("/") or f"{self.request.protocol}://{self.request.host}"
         self.write_json({"username": user["username"], "url": f"{base}/reset/{token}"}, status=201)
 

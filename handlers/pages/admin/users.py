@@ -7,12 +7,11 @@ from urllib.parse import quote
 import tornado.web
 
 from handlers.pages.admin.base import AdminPageHandler
-from services.billing.credits import parse_amount
+from services.admin.users import REASON_MAX
 from services.core.errors import Conflict, InvalidRequest
 from services.core.money import fmt_credits
 
 PAGE_SIZE = 50
-REASON_MAX = 500
 
 
 class UsersPageHandler(AdminPageHandler):
@@ -49,13 +48,8 @@ class UserPageHandler(AdminPageHandler):
 
     @tornado.web.authenticated
     async def post(self, username: str) -> None:
-        s = self.services
-        user = await s.users.by_username(username)
+        user = await self.services.users.by_username(username)
         action = self.get_argument("action", "")
-        if action == "reset":
-            token = await s.users.create_reset(user["_id"])
-            await self.audit("user.reset_link", user["username"])
-            return await self.show(user["username"], reset_link=f"{self.base_url()}/reset/{token}")
         try:
             message = await self._act(user, action)
         except (InvalidRequest, Conflict) as exc:
@@ -63,46 +57,34 @@ class UserPageHandler(AdminPageHandler):
             return await self.show(username, errors={field: exc.message}, status=exc.status,
                                    form={"amount": self.get_argument("amount", "")[:40],
                                          "reason": self.get_argument("reason", "")[:REASON_MAX]})
+        if action == "reset":
+            return await self.show(user["username"], reset_link=f"{self.base_url()}/reset/{message}")
         self.flash(message)
         self.redirect("/admin/users/" + quote(user["username"]))
 
     async def _act(self, user: dict, action: str) -> str:
-        s, name = self.services, user["username"]
+        """Do `action` through the admin actions (audited there); the flash message to show
+        (for "reset", the one-time token)."""
+        act, name, arg = self.services.admin_users, user["username"], self.get_argument
         if action == "credits":
-            reason = self.get_argument("reason", "").strip()
-            amount = self.get_argument("amount", "").strip()
-            parse_amount(amount or None)
-            if not reason or len(reason) > REASON_MAX:
-                raise InvalidRequest(f"Say why (at most {REASON_MAX} characters).", param="reason")
-            before = user["balance"] + user["held"]
-            credits = await s.billing.adjust(user["_id"], amount, note=reason)
-            await self.audit("user.credits", name, before={"credits": fmt_credits(before)},
-                             after={"credits": fmt_credits(credits), "reason": reason})
+            credits = await act.adjust_credits(self.actor, user, arg("amount", "").strip() or None, arg("reason", ""))
             return f"Credits of {name} are now {fmt_credits(credits)}."
         if action in ("freeze", "unfreeze"):
-            await s.users.set_frozen(user["_id"], action == "freeze")
-            s.keys.invalidate()
-            await self.audit("user.freeze", name, before={"frozen": user.get("frozen", False)},
-                             after={"frozen": action == "freeze"})
+            await act.set_frozen(self.actor, user, action == "freeze")
             return f"{name} is {'frozen' if action == 'freeze' else 'active again'}."
         if action == "role":
-            doc, before = await s.users.set_role(user["_id"], self.get_argument("role", ""))
-            await self.audit("user.role", name, before={"role": before}, after={"role": doc["role"]})
+            doc = await act.set_role(self.actor, user, arg("role", ""))
             return f"{name} is now {'an admin' if doc['role'] == 'admin' else 'a plain user'}."
         if action == "password":
-            await s.users.set_password(user["_id"], self.get_argument("password", ""))
-            await self.audit("user.password", name)
+            await act.set_password(self.actor, user, arg("password", ""))
             return f"{name}'s password was replaced; their sessions were ended."
         if action == "rpm":
-            raw = self.get_argument("rpm", "").strip() or "0"
-            if not raw.isdigit() or int(raw) > 1_000_000:
-                raise InvalidRequest("A whole number of requests per minute (0 = the gateway default).", param="rpm")
-            await s.users.set_rpm(user["_id"], int(raw))
-            s.keys.invalidate()
-            await self.audit("user.rpm", name, before={"rpm": user.get("rpm", 0)}, after={"rpm": int(raw)})
-            return f"{name}'s keys without their own limit now allow {raw or 'the default'} requests per minute."
+            raw = arg("rpm", "").strip() or "0"
+            await act.set_rpm(self.actor, user, int(raw) if raw.isdigit() else raw)
+            return f"{name}'s keys without their own limit now allow {raw} requests per minute."
+        if action == "reset":
+            return await act.reset_link_token(self.actor, user)
         raise InvalidRequest("Unknown action.", param="action")
-
 
 routes = [
     (r"/admin/users/?", UsersPageHandler),
