@@ -17,7 +17,7 @@ from services.core.errors import AuthenticationFailed, Conflict, InvalidRequest,
 from services.core.ids import as_object_id
 from services.core.money import to_micro_checked
 from services.core.types import Principal
-from services.store.db import AFTER
+from services.store.db import AFTER, literal_pattern
 
 KEY_ALPHABET = string.ascii_letters + string.digits
 KEY_NAME_MAX = 64
@@ -233,7 +233,7 @@ class KeyService:
         optionally by name or prefix containing `q`: (page, how many match)."""
         query: dict = {}
         if q:
-            pattern = re.escape(q.strip())
+            pattern = literal_pattern(q.strip())
             query["$or"] = [{"name": {"$regex": pattern, "$options": "i"}}, {"prefix": {"$regex": pattern}}]
         if status == "revoked":
             query["revoked"] = True

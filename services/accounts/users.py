@@ -20,7 +20,7 @@ from passlib.hash import argon2
 from services.core.clock import utcnow
 from services.core.errors import Conflict, InvalidRequest, NotFound
 from services.core.ids import as_object_id
-from services.store.db import AFTER, DuplicateKeyError
+from services.store.db import AFTER, DuplicateKeyError, literal_pattern
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s]{2,}$")
@@ -193,7 +193,7 @@ class UserService:
         `sort`: "created" (newest first), "balance" (largest first) or "name"."""
         query: dict = {}
         if q:
-            pattern = re.escape(q.strip().lower())
+            pattern = literal_pattern(q.strip().lower())
             query = {"$or": [{"username_lower": {"$regex": pattern}},
                              {"email": {"$regex": pattern, "$options": "i"}}]}
         order = {"balance": [("balance", -1), ("_id", 1)], "name": [("username_lower", 1)]}.get(

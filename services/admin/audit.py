@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.core.clock import utcnow
+from services.store.db import literal_pattern
 
 AUDIT_PAGE_MAX = 500
 
@@ -32,7 +33,7 @@ class AuditService:
         if actor:
             query["actor"] = actor
         if action:
-            query["action"] = {"$regex": "^" + "".join("\\" + c if not c.isalnum() else c for c in action)}
+            query["action"] = {"$regex": "^" + literal_pattern(action)}
         if target:
             query["target"] = target
         cursor = self.db.audit.find(query).sort("at", -1).skip(skip).limit(min(limit, AUDIT_PAGE_MAX))

@@ -16,7 +16,7 @@ from services.core.clock import utcnow
 from services.core.errors import Conflict, InvalidRequest, NotFound
 from services.core.ids import as_object_id
 from services.core.money import MICRO, to_micro_checked
-from services.store.db import AFTER
+from services.store.db import AFTER, literal_pattern
 
 # 32 symbols without 0/O and 1/I, so a code read aloud or retyped survives; 16 of them are
 # 80 random bits, far beyond guessing.
@@ -125,7 +125,7 @@ class TopupService:
         "redeemed", "void" or "expired": (page, how many match)."""
         query: dict = {}
         if q:
-            pattern = re.escape(q.strip())
+            pattern = literal_pattern(q.strip())
             query["$or"] = [{"note": {"$regex": pattern, "$options": "i"}},
                             {"prefix": {"$regex": pattern, "$options": "i"}}]
         now = utcnow()

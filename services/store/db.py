@@ -115,3 +115,13 @@ async def ensure_usage_retention(db, days: int) -> None:
             raise
         await db.usage.drop_index("created_at_1")
         await _ttl_index(db.usage, "created_at", seconds)
+
+
+_PUNCTUATION = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
+
+
+def literal_pattern(text: str) -> str:
+    """A `$regex` pattern matching `text` literally, valid for MongoDB's PCRE and for RE2
+    (FerretDB's engine), which refuses a backslash before anything but ASCII punctuation:
+    so only that punctuation is escaped (`re.escape` also escapes spaces and more)."""
+    return "".join("\\" + c if c in _PUNCTUATION else c for c in text)
